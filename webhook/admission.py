@@ -1,0 +1,237 @@
+"""AdmissionReview v1: decode the request, decide, build the response.
+
+Two error families, never mixed (the kopf habit):
+
+* :class:`MalformedRequest` -- the request itself is broken (not JSON, not an
+  AdmissionReview v1, a field of the wrong type, a kind this endpoint does not
+  serve). The server answers HTTP 400 with the reason, which lets the API
+  server apply the webhook's ``failurePolicy``; we never answer
+  ``allowed: false`` for our own or the caller's bug.
+* violations -- the object is not acceptable: ``allowed: false`` with a 403
+  status and a message listing every violation with its fix.
+
+Nothing here knows about HTTP; :mod:`webhook.server` only translates.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from webhook.config import Config
+from webhook.patch import Operation
+from webhook.plan import ShardingPlan, as_dict
+from webhook.review import ExtraRules, as_pod, no_extra_rules, review_object, review_pod
+from webhook.violation import Violation
+from webhook.workloads import TEMPLATE_PATHS
+
+API_VERSION = "admission.k8s.io/v1"
+MAX_WARNING_LENGTH = 120
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
+
+class GroupVersionKind(TypedDict):
+    group: str
+    version: str
+    kind: str
+
+
+class AdmissionRequestWire(TypedDict, total=False):
+    """The fields of ``request`` this webhook reads (the wire format, for readers)."""
+
+    uid: str
+    kind: GroupVersionKind
+    operation: str
+    namespace: str
+    name: str
+    object: dict[str, Any]
+    oldObject: dict[str, Any] | None
+    dryRun: bool
+
+
+class MalformedRequest(ValueError):
+    """The request is not a usable AdmissionReview; answered with HTTP 400."""
+
+
+@dataclass(frozen=True)
+class Request:
+    uid: str
+    kind: str
+    operation: str
+    namespace: str
+    name: str
+    object: dict[str, Any]
+    old_object: dict[str, Any] | None
+    dry_run: bool
+
+
+@dataclass(frozen=True)
+class Response:
+    uid: str
+    allowed: bool
+    patch: list[Operation] | None = None
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def wire(self) -> dict[str, Any]:
+        response: dict[str, Any] = {"uid": self.uid, "allowed": self.allowed}
+        if self.patch:
+            response["patchType"] = "JSONPatch"
+            response["patch"] = base64.b64encode(json.dumps(self.patch, separators=(",", ":")).encode()).decode()
+        if not self.allowed:
+            response["status"] = {"code": 403, "reason": "Forbidden", "message": self.message or "denied"}
+        if self.warnings:
+            response["warnings"] = list(self.warnings)
+        return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A response plus what the edges log and count."""
+
+    response: Response
+    result: Literal["allowed", "patched", "denied"]
+    violations: tuple[Violation, ...] = ()
+    plan: ShardingPlan | None = None
+
+
+# --- response constructors: every exit of a handler reads as a sentence ---------------
+
+
+def allowed(uid: str, warnings: Sequence[str] = ()) -> Response:
+    return Response(uid, True, warnings=tuple(_warning(w) for w in warnings))
+
+
+def patched(uid: str, patch: list[Operation], warnings: Sequence[str] = ()) -> Response:
+    return Response(uid, True, patch=patch, warnings=tuple(_warning(w) for w in warnings))
+
+
+def denied(uid: str, message: str, warnings: Sequence[str] = ()) -> Response:
+    return Response(uid, False, message=message, warnings=tuple(_warning(w) for w in warnings))
+
+
+def _warning(text: str) -> str:
+    return text if len(text) <= MAX_WARNING_LENGTH else text[: MAX_WARNING_LENGTH - 1] + "…"
+
+
+# --- decoding ---------------------------------------------------------------------------
+
+
+def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
+    value = request.get(name)
+    if value is None:
+        if required:
+            raise MalformedRequest(f"request.{name} is missing")
+        return None
+    if not isinstance(value, kind):
+        raise MalformedRequest(f"request.{name} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def decode(body: bytes | str) -> Request:
+    """Parse and check an AdmissionReview v1 body; raise MalformedRequest with the reason."""
+    try:
+        review = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedRequest(f"body is not JSON: {error}") from None
+    if not isinstance(review, dict):
+        raise MalformedRequest("body is not a JSON object")
+    if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
+        raise MalformedRequest(
+            f"expected apiVersion {API_VERSION} kind AdmissionReview, got {review.get('apiVersion')!r} {review.get('kind')!r}"
+        )
+    request = review.get("request")
+    if not isinstance(request, dict):
+        raise MalformedRequest("request is missing or not an object")
+    uid = _field(request, "uid", str)
+    if not uid:
+        raise MalformedRequest("request.uid is empty")
+    kind = _field(request, "kind", dict)
+    kind_name = kind.get("kind")
+    if not isinstance(kind_name, str) or not kind_name:
+        raise MalformedRequest("request.kind.kind is missing")
+    operation = _field(request, "operation", str)
+    if operation not in OPERATIONS:
+        raise MalformedRequest(f"request.operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+    namespace = _field(request, "namespace", str, required=False) or ""
+    name = _field(request, "name", str, required=False) or ""
+    needs_object = operation in ("CREATE", "UPDATE")
+    obj = _field(request, "object", dict, required=needs_object) or {}
+    old = _field(request, "oldObject", dict, required=operation == "UPDATE")
+    dry_run = _field(request, "dryRun", bool, required=False) or False
+    for key in ("metadata", "spec"):
+        if obj.get(key) is not None and not isinstance(obj.get(key), dict):
+            raise MalformedRequest(f"request.object.{key} must be an object")
+    return Request(uid, kind_name, operation, namespace, name, obj, old, dry_run)
+
+
+def encode(response: Response) -> bytes:
+    return json.dumps(response.wire(), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# --- deciding ---------------------------------------------------------------------------
+
+
+def object_name(request: Request) -> str:
+    metadata = as_dict(request.object.get("metadata"))
+    return request.name or str(metadata.get("name") or metadata.get("generateName") or "")
+
+
+def preview_warnings(plan: ShardingPlan, config: Config, subject: str) -> list[str]:
+    """What pods will get, in lines short enough for kubectl's warning display."""
+    lines = [f"gpu-shard: {subject} get {plan.summary().split(': ', 1)[1]}"]
+    if plan.set_count:
+        lines.append(f"gpu-shard: {subject} get {plan.resource} limit {plan.gpus} (from annotation)")
+    if config.inject_affinity and plan.gpus >= 2:
+        lines.append(f"gpu-shard: {subject} only schedule on nodes with {config.gpu_count_label} > {plan.gpus - 1}")
+    return lines
+
+
+def render_denial(kind: str, name: str, violations: Sequence[Violation]) -> str:
+    head = f"gpu-shard-webhook denied {kind} {name or '(unnamed)'}: {len(violations)} problem{'s' if len(violations) != 1 else ''}"
+    return "\n".join([head, *(f"- {v.render()}" for v in violations)])
+
+
+def mutate(request: Request, config: Config) -> Decision:
+    """The mutating webhook: Pods only; always allows (the validating webhook denies)."""
+    if request.kind != "Pod":
+        raise MalformedRequest(f"/mutate serves Pods, not {request.kind}")
+    if request.operation != "CREATE":
+        return Decision(allowed(request.uid), "allowed")
+    review = review_pod(as_pod(request.object, "Pod", request.namespace) or {}, config)
+    if not review.patch:
+        return Decision(allowed(request.uid), "allowed", plan=review.plan)
+    warnings = [f"gpu-shard: {review.summary()}"] if review.plan else []
+    return Decision(patched(request.uid, review.patch, warnings), "patched", plan=review.plan)
+
+
+def validate(request: Request, config: Config, extra: ExtraRules = no_extra_rules) -> Decision:
+    """The validating webhook: Pods and workload templates.
+
+    Templates are judged as the pods they will produce (mutated in memory). On
+    UPDATE only violations the update introduces count: refusing a label change
+    on a running pod, or a scale-up of a Deployment admitted before this
+    webhook existed, would break the controllers that manage them.
+    """
+    if request.kind != "Pod" and request.kind not in TEMPLATE_PATHS:
+        raise MalformedRequest(f"/validate serves Pods and workloads, not {request.kind}")
+    if request.operation not in ("CREATE", "UPDATE"):
+        return Decision(allowed(request.uid), "allowed")
+    review = review_object(request.object, request.kind, config, request.namespace, extra)
+    if review is None:
+        return Decision(allowed(request.uid), "allowed")
+    found = review.violations
+    if found and request.operation == "UPDATE" and request.old_object is not None:
+        before = review_object(request.old_object, request.kind, config, request.namespace, extra)
+        seen = {(v.code, v.field) for v in (before.violations if before else ())}
+        found = [v for v in found if (v.code, v.field) not in seen]
+    if found:
+        message = render_denial(request.kind, object_name(request), found)
+        return Decision(denied(request.uid, message, review.warnings), "denied", violations=tuple(found))
+    warnings = review.warnings
+    if review.plan is not None and request.kind != "Pod":
+        warnings = [*preview_warnings(review.plan, config, "pods"), *warnings]
+    return Decision(allowed(request.uid, warnings), "allowed", plan=review.plan)

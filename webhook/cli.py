@@ -1,0 +1,150 @@
+"""The ``gpu-shard-webhook`` command: serve, certs, preview, manifests.
+
+Only translation lives here: flags and ``GSW_*`` variables into a Config, files
+into objects, results into exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from webhook.config import SETTINGS, Config, config_from
+
+DEFAULT_SERVICE = "gpu-shard-webhook"
+DEFAULT_NAMESPACE = "gpu-shard-system"
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("rules (also GSW_* environment variables)")
+    for setting in SETTINGS:
+        group.add_argument(
+            setting.flag, dest=f"cfg_{setting.name}", type=setting.parse, default=None, help=f"{setting.help} [{setting.env}]"
+        )
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides = {s.name: getattr(args, f"cfg_{s.name}") for s in SETTINGS}
+    return config_from(os.environ, overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpu-shard-webhook", description="Multi-GPU llama.cpp sharding for plain Kubernetes pods.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the admission webhook (gunicorn over TLS)")
+    serve.add_argument("--host", default=os.environ.get("GSW_HOST", "0.0.0.0"))
+    serve.add_argument("--port", type=int, default=_env_int("GSW_PORT", 8443))
+    serve.add_argument(
+        "--cert-dir",
+        type=Path,
+        default=Path(os.environ.get("GSW_CERT_DIR", "certs")),
+        help="holds tls.crt and tls.key (created with a dev CA when absent)",
+    )
+    serve.add_argument("--workers", type=int, default=_env_int("GSW_WORKERS", 2))
+    serve.add_argument("--threads", type=int, default=_env_int("GSW_THREADS", 4))
+    serve.add_argument("--keepalive", type=int, default=_env_int("GSW_KEEPALIVE", 95))
+    serve.add_argument("--graceful-timeout", type=int, default=_env_int("GSW_GRACEFUL_TIMEOUT", 25))
+    serve.add_argument("--log-level", default=os.environ.get("GSW_LOG_LEVEL", "info"))
+    serve.add_argument("--service", default=DEFAULT_SERVICE, help="service name for the SANs of a created certificate")
+    serve.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace for the SANs of a created certificate")
+    _add_config_flags(serve)
+
+    certs = commands.add_parser("certs", help="write a CA and a serving certificate for the webhook's Service")
+    certs.add_argument("--service", default=DEFAULT_SERVICE)
+    certs.add_argument("--namespace", default=DEFAULT_NAMESPACE)
+    certs.add_argument("--out", type=Path, required=True)
+    certs.add_argument("--days", type=int, default=365)
+
+    preview = commands.add_parser("preview", help="show offline what the webhook does to the objects of a manifest")
+    preview.add_argument("-f", "--filename", required=True, help="YAML file, or - for standard input")
+    _add_config_flags(preview)
+    return parser
+
+
+def _read(filename: str) -> str:
+    if filename == "-":
+        return sys.stdin.read()
+    return Path(filename).read_text(encoding="utf-8")
+
+
+def run_preview(args: argparse.Namespace) -> int:
+    import yaml
+
+    from webhook.preview import objects, preview_object, render
+
+    config = _config(args)
+    try:
+        documents = list(yaml.safe_load_all(_read(args.filename)))
+    except (OSError, yaml.YAMLError) as error:
+        print(f"preview: cannot read {args.filename}: {error}", file=sys.stderr)
+        return 2
+    results = [preview_object(obj, config) for obj in objects(documents)]
+    sys.stdout.write(render(results))
+    denied = [r for r in results if r.pod is not None and not r.admitted]
+    print(f"preview: {len(results) - len(denied)} admitted, {len(denied)} denied", file=sys.stderr)
+    return 1 if denied else 0
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    from webhook.certs import LOCAL_NAMES, make_bundle, service_dns_names, write_bundle
+
+    names = [*service_dns_names(args.service, args.namespace), *LOCAL_NAMES]
+    write_bundle(make_bundle(names, days=args.days), args.out)
+    print(f"wrote {args.out}/ca.crt, ca.key, tls.crt, tls.key for {', '.join(names)}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    config = _config(args)
+    # prometheus_client picks its storage when first imported: set this before.
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gsw-metrics-"))
+    from webhook import metrics
+    from webhook.certs import CA_CERT, ensure_serving_files
+    from webhook.server import create_app
+    from webhook.serving import ServeOptions, WebhookServer, cert_watcher, configure_logging, readiness
+
+    configure_logging(args.log_level)
+    if ensure_serving_files(args.cert_dir, args.service, args.namespace):
+        print(f"created a development CA: {args.cert_dir / CA_CERT} (trust it to call https://localhost:{args.port})", file=sys.stderr)
+    watcher = cert_watcher(args.cert_dir)
+    options = ServeOptions(
+        host=args.host,
+        port=args.port,
+        cert_dir=args.cert_dir,
+        workers=args.workers,
+        threads=args.threads,
+        keepalive=args.keepalive,
+        graceful_timeout=args.graceful_timeout,
+        log_level=args.log_level,
+    )
+    app = create_app(config, readiness=readiness(watcher, config))
+    hooks: dict[str, Any] = {"child_exit": lambda server, worker: metrics.worker_exited(worker.pid)}
+    WebhookServer(app, watcher, options, hooks).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return run_serve(args)
+        if args.command == "certs":
+            return run_certs(args)
+        return run_preview(args)
+    except ValueError as error:  # a bad GSW_* value
+        print(f"gpu-shard-webhook: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Where a sharded pod may run: GPU tolerations and required node affinity.
+
+The functions take the user's ``tolerations`` / ``affinity`` values and return
+new ones, never editing their arguments. Node-selector terms are ORed and the
+expressions inside one term ANDed, so the GPU expressions are added to every
+existing term: replacing the user's terms would widen or narrow placement in
+ways nobody asked for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.config import Config
+
+
+def gpu_toleration(resource: str) -> dict[str, str]:
+    return {"key": resource, "operator": "Exists", "effect": "NoSchedule"}
+
+
+def tolerates(toleration: Any, key: str) -> bool:
+    """Whether an existing toleration already lets the pod onto nodes tainted ``key``:NoSchedule."""
+    if not isinstance(toleration, dict):
+        return False
+    effect = toleration.get("effect") or ""
+    if effect not in ("", "NoSchedule"):
+        return False
+    operator = toleration.get("operator") or "Equal"
+    if not toleration.get("key"):
+        return operator == "Exists"
+    return toleration.get("key") == key and operator == "Exists"
+
+
+def with_gpu_toleration(tolerations: Any, resource: str) -> list[Any]:
+    existing = tolerations if isinstance(tolerations, list) else []
+    if any(tolerates(t, resource) for t in existing):
+        return existing
+    return [*existing, gpu_toleration(resource)]
+
+
+def gpu_node_expressions(gpus: int, products: tuple[str, ...], config: Config) -> list[dict[str, Any]]:
+    """The node-selector requirements a pod with ``gpus`` GPUs needs."""
+    expressions: list[dict[str, Any]] = []
+    if gpus >= 2:
+        # GFD's count label counts physical GPUs; allocatable is inflated by time-slicing.
+        expressions.append({"key": config.gpu_count_label, "operator": "Gt", "values": [str(gpus - 1)]})
+        expressions.append({"key": config.sharing_strategy_label, "operator": "NotIn", "values": list(config.shared_strategies)})
+    if products:
+        expressions.append({"key": config.product_label, "operator": "In", "values": list(products)})
+    return expressions
+
+
+def with_node_expressions(affinity: Any, expressions: list[dict[str, Any]]) -> Any:
+    """``affinity`` with every expression added to every required node-selector term."""
+    if not expressions:
+        return affinity
+    result = dict(affinity) if isinstance(affinity, dict) else {}
+    node_affinity = dict(result.get("nodeAffinity") or {})
+    required = dict(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = [t for t in required.get("nodeSelectorTerms") or [] if isinstance(t, dict)] or [{}]
+    new_terms = []
+    for term in terms:
+        current = [e for e in term.get("matchExpressions") or []]
+        missing = [e for e in expressions if e not in current]
+        new_terms.append({**term, "matchExpressions": current + missing} if missing else term)
+    if new_terms == (required.get("nodeSelectorTerms") or None):
+        return affinity
+    required["nodeSelectorTerms"] = new_terms
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = required
+    result["nodeAffinity"] = node_affinity
+    return result

@@ -1,0 +1,132 @@
+"""gunicorn wiring: TLS from a :class:`CertWatcher`, gthread workers, graceful shutdown.
+
+Why these defaults (all overridable from ``serve``'s flags):
+
+* ``gthread`` workers: sync workers close the connection after each request,
+  but the API server keeps connections to webhooks alive and reuses them; the
+  TLS handshake would otherwise dominate each admission.
+* ``keepalive`` 95 s: the API server's HTTP client drops idle connections after
+  90 s. Keeping ours open a little longer means the client, not the server,
+  closes an idle connection, so it never writes a request into a socket the
+  server is closing at that moment.
+* 2 workers x 4 threads on 2 cores: admissions are CPU-bound Python; more
+  threads only add GIL contention, more workers only add memory.
+* ``graceful_timeout`` 25 s: under the pod's 30 s termination grace period, so
+  in-flight admissions finish after SIGTERM before the kubelet kills the pod.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from webhook.certs import TLS_CERT, TLS_KEY, CertWatcher
+from webhook.config import Config
+from webhook.review import review_pod
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "0.0.0.0"
+    port: int = 8443
+    cert_dir: Path = Path("certs")
+    workers: int = 2
+    threads: int = 4
+    keepalive: int = 95
+    timeout: int = 30
+    graceful_timeout: int = 25
+    log_level: str = "info"
+
+
+CANARY_POD: dict[str, Any] = {
+    "metadata": {"labels": {"gpu-shard.io/enabled": "true"}},
+    "spec": {
+        "containers": [
+            {"name": "llama", "image": "ghcr.io/ggml-org/llama.cpp:server-cuda", "resources": {"limits": {"nvidia.com/gpu": "2"}}}
+        ]
+    },
+}
+
+
+def rules_answer(config: Config) -> bool:
+    """The rules engine plans the canary pod as expected."""
+    pod = {**CANARY_POD, "metadata": {"labels": {config.enabled_label: "true"}}}
+    review = review_pod(pod, config)
+    return review.plan is not None and review.plan.gpus == 2 and not review.violations
+
+
+def readiness(watcher: CertWatcher, config: Config) -> Callable[[], tuple[bool, str]]:
+    def check() -> tuple[bool, str]:
+        ready, reason = watcher.check()
+        if not ready:
+            return False, reason
+        if not rules_answer(config):
+            return False, "rules engine did not plan the canary pod"
+        return True, reason
+
+    return check
+
+
+class WebhookServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn with the Flask app built once in the master (preload) and forked."""
+
+    def __init__(self, app: Any, watcher: CertWatcher, options: ServeOptions, hooks: dict[str, Any] | None = None) -> None:
+        self.application = app
+        self.watcher = watcher
+        self.options = options
+        self.hooks = hooks or {}
+        super().__init__()
+
+    def load_config(self) -> None:
+        options = self.options
+        watcher = self.watcher
+
+        def ssl_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            return watcher.context()
+
+        settings: dict[str, Any] = {
+            "bind": [f"{options.host}:{options.port}"],
+            "workers": options.workers,
+            "threads": options.threads,
+            "worker_class": "gthread",
+            "keepalive": options.keepalive,
+            "timeout": options.timeout,
+            "graceful_timeout": options.graceful_timeout,
+            "certfile": str(watcher.cert_path),
+            "keyfile": str(watcher.key_path),
+            "ssl_context": ssl_context,
+            "preload_app": True,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": options.log_level,
+            "worker_tmp_dir": tempfile.gettempdir(),
+            "proc_name": "gpu-shard-webhook",
+            **self.hooks,
+        }
+        for key, value in settings.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.application
+
+
+def cert_watcher(cert_dir: Path) -> CertWatcher:
+    watcher = CertWatcher(cert_dir / TLS_CERT, cert_dir / TLS_KEY)
+    watcher.context()  # fail at start, not at the first handshake
+    return watcher
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("gpu_shard_webhook")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False

@@ -1,0 +1,50 @@
+"""Violations are values, not exceptions: a stable code, a one-line fix, a field.
+
+:data:`CODES` is the catalogue the README's troubleshooting table and the
+``gpu_shard_rejections_total{code=...}`` metric use; every code a rule emits
+must be listed here (a test checks it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str
+    message: str
+    field: str
+
+    def render(self) -> str:
+        return f"[{self.code}] {self.field}: {self.message}"
+
+
+CODES: dict[str, str] = {
+    "no-llama-container": "The pod opts in but no container runs llama-server.",
+    "unknown-container": "The container annotation names a container the pod does not have.",
+    "ambiguous-gpu-containers": "Several containers ask for GPUs and no annotation says which one is llama.cpp.",
+    "ambiguous-llama-containers": "Several containers run llama-server and no annotation says which one to shard.",
+    "bad-annotation": "An annotation of this project has a value it cannot use.",
+    "bad-gpu-quantity": "The GPU limit or request is not a whole number.",
+    "count-conflict": "The gpu-count annotation and the container's GPU limit disagree.",
+    "requests-limits-mismatch": "GPU requests differ from GPU limits (Kubernetes requires them equal).",
+    "too-many-gpus": "More GPUs than the configured maximum per node.",
+    "mixed-mig": "A container asks for whole GPUs and MIG slices at once.",
+    "gpu-flags-without-gpus": "GPU options on a container without GPUs: it would silently run on the CPU.",
+    "inline-value": "A GPU option written --flag=value, which llama-server refuses.",
+    "tensor-split-arity": "The tensor split has a different number of values than the container has GPUs.",
+    "tensor-split-invalid": "The tensor split is not a list of non-negative numbers with one above zero.",
+    "tensor-split-too-long": "More than 15 tensor-split values, which llama-server refuses.",
+    "split-mode-unknown": "A split mode llama-server does not know.",
+    "split-mode-none-multi-gpu": "Split mode 'none' keeps the model on one GPU of several.",
+    "main-gpu-out-of-range": "The main GPU index is not one of the container's GPUs.",
+    "device-count-mismatch": "--device lists a different number of devices than the container has GPUs.",
+    "cuda-visible-devices-mismatch": "CUDA_VISIBLE_DEVICES lists a different number of devices than the container has GPUs.",
+    "tensor-mode-fit": "Split mode 'tensor' needs --fit off.",
+    "tensor-mode-flash-attn": "Split mode 'tensor' needs flash attention not 'off'.",
+    "annotation-conflict": "The pod's annotation asks for one value and its argv or env sets another.",
+    "flag-conflict": "The argv and a LLAMA_ARG_* variable set the same option to different values.",
+    "exceeds-cluster-capacity": "No schedulable node has that many GPUs.",
+    "no-matching-nodes": "No node matches the GPU count, sharing and product affinity the pod gets.",
+}
