@@ -122,6 +122,7 @@ class Option:
     spelling: str
     values: tuple[str, ...]
     inline: bool  # written ``--flag=value``, which llama-server refuses
+    complete: bool = True  # False: the argv ended before the option's value
 
 
 def parse_options(tokens: Sequence[str], table: OptionTable | None = None) -> list[Option]:
@@ -142,7 +143,7 @@ def parse_options(tokens: Sequence[str], table: OptionTable | None = None) -> li
         if spec is not None:
             values = tuple(tokens[index : index + spec.n_values])
             index += spec.n_values
-            options.append(Option(spec.key, token, values, inline=False))
+            options.append(Option(spec.key, token, values, inline=False, complete=len(values) == spec.n_values))
             continue
         name, equals, value = token.partition("=")
         spec = table.lookup(name) if equals else None
@@ -294,6 +295,7 @@ class ContainerSettings:
     argv: dict[str, Setting]
     env: dict[str, Setting]
     inline: tuple[Setting, ...]
+    incomplete: tuple[Setting, ...]  # options missing their value at the end of argv
 
     def effective(self, key: str) -> Setting | None:
         """llama.cpp's precedence: command line over env."""
@@ -304,9 +306,13 @@ def read_settings(launch: Launch, env: Any, table: OptionTable | None = None) ->
     table = table or option_table()
     argv: dict[str, Setting] = {}
     inline: list[Setting] = []
+    incomplete: list[Setting] = []
     for option in parse_options(launch.option_tokens, table):
         value = option.values[0] if option.values else None
         setting = Setting(option.key, value, "args", option.spelling, option.inline)
+        if not option.complete:
+            incomplete.append(setting)
+            continue
         argv[option.key] = setting  # the last one wins, as in llama-server
         if option.inline:
             inline.append(setting)
@@ -321,7 +327,7 @@ def read_settings(launch: Launch, env: Any, table: OptionTable | None = None) ->
         value = variable.get("value")
         known = None if "valueFrom" in variable else ("" if value is None else str(value))
         from_env[spec.key] = Setting(spec.key, known, "env", variable["name"])
-    return ContainerSettings(argv, from_env, tuple(inline))
+    return ContainerSettings(argv, from_env, tuple(inline), tuple(incomplete))
 
 
 def env_value(env: Any, name: str) -> str | None:

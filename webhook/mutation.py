@@ -72,6 +72,8 @@ def _inject_settings(container: dict[str, Any], plan: ShardingPlan, planning: Pl
     if not missing:
         return
     if plan.channel == "args":
+        if present.incomplete:
+            return  # appended tokens would become the dangling option's value; the rules deny it
         tokens = [token for key, value in missing for token in (INJECTED_SPELLING[key], value)]
         container["args"] = [*as_list(container.get("args")), *tokens]
     else:

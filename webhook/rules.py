@@ -84,6 +84,13 @@ def inline_values(ctx: Context) -> list[Violation]:
     ]
 
 
+def missing_values(ctx: Context) -> list[Violation]:
+    return [
+        Violation("missing-value", f"'{s.spelling}' ends the argv without its value; llama-server will not start", ctx.where(s))
+        for s in ctx.settings.incomplete
+    ]
+
+
 def gpu_flags_without_gpus(ctx: Context) -> list[Violation]:
     if ctx.gpus != 0:
         return []
@@ -241,6 +248,7 @@ def flag_conflicts(ctx: Context) -> list[Violation]:
 
 RULES: tuple[Callable[[Context], list[Violation]], ...] = (
     inline_values,
+    missing_values,
     gpu_flags_without_gpus,
     tensor_split,
     split_mode,

@@ -27,6 +27,26 @@ log = logging.getLogger("gpu_shard_webhook.admission")
 Readiness = Callable[[], tuple[bool, str]]
 
 
+DRAIN_LIMIT = 64 * 1024 * 1024
+
+
+def _drain(stream: Any, length: int) -> None:
+    """Read and drop an oversized body so the client gets our 413 instead of a reset.
+
+    Closing a socket with unread data makes the kernel send RST, and the client
+    then sees a broken connection rather than the answer. Bodies beyond
+    DRAIN_LIMIT are not worth reading: the connection is closed instead.
+    """
+    if stream is None or length > DRAIN_LIMIT:
+        return
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 1 << 16))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+
+
 def _text(status: int, reason: str) -> Response:
     return Response(reason.replace("\n", " ") + "\n", status=status, mimetype="text/plain")
 
@@ -42,6 +62,11 @@ def create_app(
 
     def admit(webhook: str, decide: Callable[[admission.Request], admission.Decision]) -> Response:
         started = time.perf_counter()
+        if (request.content_length or 0) > config.body_limit:
+            _drain(request.environ.get("wsgi.input"), request.content_length or 0)
+            metrics.ADMISSIONS.labels(webhook, "unknown", "too_large").inc()
+            log.warning(json.dumps({"webhook": webhook, "decision": "too_large", "bytes": request.content_length}))
+            return _text(413, f"request body of {request.content_length} bytes is above the limit of {config.body_limit} bytes")
         body = request.get_data(cache=False)
         try:
             review = admission.decode(body)

@@ -32,6 +32,7 @@ CODES: dict[str, str] = {
     "too-many-gpus": "More GPUs than the configured maximum per node.",
     "mixed-mig": "A container asks for whole GPUs and MIG slices at once.",
     "gpu-flags-without-gpus": "GPU options on a container without GPUs: it would silently run on the CPU.",
+    "missing-value": "An option at the end of the argv lacks its value (llama-server refuses to start).",
     "inline-value": "A GPU option written --flag=value, which llama-server refuses.",
     "tensor-split-arity": "The tensor split has a different number of values than the container has GPUs.",
     "tensor-split-invalid": "The tensor split is not a list of non-negative numbers with one above zero.",

@@ -1,0 +1,104 @@
+"""Affinity and toleration merging, and the before/after patch helper."""
+
+from __future__ import annotations
+
+import copy
+
+import jsonpatch
+import pytest
+
+from tests.cases import COUNT_2, NOT_SHARED, two_terms
+from webhook.config import Config
+from webhook.patch import diff, escape
+from webhook.scheduling import gpu_node_expressions, tolerates, with_gpu_toleration, with_node_expressions
+
+
+def test_expressions_for_each_gpu_count() -> None:
+    config = Config()
+    assert gpu_node_expressions(1, (), config) == []
+    assert gpu_node_expressions(2, (), config) == [COUNT_2, NOT_SHARED]
+    assert gpu_node_expressions(1, ("NVIDIA-L4", "NVIDIA-A10G"), config) == [
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4", "NVIDIA-A10G"]}
+    ]
+
+
+def test_label_keys_come_from_config() -> None:
+    config = Config(gpu_count_label="example.com/gpus", sharing_strategy_label="example.com/sharing")
+    keys = [e["key"] for e in gpu_node_expressions(4, (), config)]
+    assert keys == ["example.com/gpus", "example.com/sharing"]
+
+
+def test_expressions_are_added_to_every_term_and_terms_are_kept() -> None:
+    affinity = two_terms()
+    before = copy.deepcopy(affinity)
+    merged = with_node_expressions(affinity, [COUNT_2])
+    assert affinity == before
+    terms = merged["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert len(terms) == 2
+    assert terms[0]["matchExpressions"][0]["key"] == "topology.kubernetes.io/zone"
+    assert terms[1]["matchExpressions"][0]["key"] == "cloud.google.com/gke-nodepool"
+    assert all(term["matchExpressions"][-1] == COUNT_2 for term in terms)
+
+
+def test_match_fields_terms_and_preferred_affinity_survive() -> None:
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-1"]}]}]
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {"matchExpressions": []}}],
+        },
+        "podAntiAffinity": {"x": 1},
+    }
+    merged = with_node_expressions(affinity, [COUNT_2])
+    term = merged["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchFields"] and term["matchExpressions"] == [COUNT_2]
+    assert merged["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert merged["podAntiAffinity"] == {"x": 1}
+
+
+def test_merging_twice_changes_nothing() -> None:
+    once = with_node_expressions(None, [COUNT_2, NOT_SHARED])
+    assert with_node_expressions(once, [COUNT_2, NOT_SHARED]) is once
+
+
+@pytest.mark.parametrize(
+    ("toleration", "expected"),
+    [
+        ({"key": "nvidia.com/gpu", "operator": "Exists"}, True),
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, True),
+        ({"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"}, False),
+        ({"operator": "Exists"}, True),
+        ({"key": "nvidia.com/gpu", "operator": "Equal", "value": "present"}, False),
+        ({"key": "other", "operator": "Exists"}, False),
+    ],
+)
+def test_which_tolerations_already_tolerate_the_gpu_taint(toleration: dict, expected: bool) -> None:
+    assert tolerates(toleration, "nvidia.com/gpu") is expected
+    added = with_gpu_toleration([toleration], "nvidia.com/gpu")
+    assert (len(added) == 1) is expected
+
+
+def test_pointer_escaping() -> None:
+    assert escape("nvidia.com/gpu") == "nvidia.com~1gpu"
+    assert escape("a~b/c") == "a~0b~1c"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"a": 1}, {"a": 1, "b": {"c": [1]}}),
+        ({"a": {"nvidia.com/gpu": "1"}}, {"a": {"nvidia.com/gpu": "2"}}),
+        ({"l": [1, 2]}, {"l": [1, 2, 3, 4]}),
+        ({"l": [1, 2, 3]}, {"l": [1]}),
+        ({"l": [1, 2]}, {"l": [2, 1]}),
+        ({"x": None}, {"x": {"y": 1}}),
+        ({"x": 1}, {"x": True}),
+        ({"a~/b": 1}, {"a~/b": 2}),
+        ({"gone": 1, "kept": 2}, {"kept": 2}),
+    ],
+)
+def test_diff_applies_with_jsonpatch(before: dict, after: dict) -> None:
+    operations = diff(before, after)
+    assert jsonpatch.apply_patch(copy.deepcopy(before), operations) == after
+    assert diff(after, after) == []
