@@ -423,7 +423,10 @@ CASES: tuple[Case, ...] = (
     ),
     Case(
         "custom wrapper named by annotation gets env",
-        pod(container(name="model", image="example.com/wrapper:2", command=["/start.sh"], gpus="2"), annotations={"gpu-shard.io/container": "model"}),
+        pod(
+            container(name="model", image="example.com/wrapper:2", command=["/start.sh"], gpus="2"),
+            annotations={"gpu-shard.io/container": "model"},
+        ),
         Expect(env=(("LLAMA_ARG_N_GPU_LAYERS", "999"), ("LLAMA_ARG_TENSOR_SPLIT", "1,1"))),
     ),
     Case(

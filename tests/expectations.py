@@ -42,11 +42,12 @@ def check_admitted_pod(case: Case, admitted: dict[str, Any], codes: set[str]) ->
         assert str(resources.get("requests", resources["limits"])["nvidia.com/gpu"]) == str(expect.gpus)
     spec = admitted["spec"]
     if expect.node_expressions is not None:
-        required = (((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+        required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {}
         terms = required.get("nodeSelectorTerms") or []
         if not expect.node_expressions:
             original_terms = (
-                ((case.pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+                ((case.pod["spec"].get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+                or {}
             ).get("nodeSelectorTerms") or []
             assert terms == original_terms, f"{case.name}: affinity added {terms}"
         else:

@@ -52,13 +52,23 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
     def session(self) -> requests.Session:
-        session = requests.Session()
-        session.verify = self.ca
-        return session
+        return verifying_session(self.ca)
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
+
+
+def verifying_session(ca: str) -> requests.Session:
+    """A keep-alive session that trusts only ``ca``.
+
+    trust_env is off: requests lets REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE from the
+    environment override a session's ``verify``.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = ca
+    return session
 
 
 def wait_ready(url: str, ca: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
@@ -76,13 +86,29 @@ def wait_ready(url: str, ca: str, process: subprocess.Popen[bytes], timeout: flo
 
 
 @contextmanager
-def running_server(tmp: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None, cert_dir: Path | None = None) -> Iterator[RunningServer]:
+def running_server(
+    tmp: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None, cert_dir: Path | None = None
+) -> Iterator[RunningServer]:
     cert_dir = cert_dir or make_certs(tmp / "certs")
     port = free_port()
     log_path = tmp / f"server-{port}.log"
-    command = [sys.executable, "-m", "webhook", "serve", "--host", "127.0.0.1", "--port", str(port), "--cert-dir", str(cert_dir), *extra_args]
+    command = [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--cert-dir",
+        str(cert_dir),
+        *extra_args,
+    ]
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
     server = RunningServer(process, port, cert_dir, log_path)
     try:
         wait_ready(server.url, server.ca, process)
@@ -97,7 +123,9 @@ def running_server(tmp: Path, extra_args: Sequence[str] = (), env: dict[str, str
                 process.wait()
 
 
-def admission_review(obj: dict[str, Any], kind: str = "Pod", operation: str = "CREATE", namespace: str = "default", **extra: Any) -> dict[str, Any]:
+def admission_review(
+    obj: dict[str, Any], kind: str = "Pod", operation: str = "CREATE", namespace: str = "default", **extra: Any
+) -> dict[str, Any]:
     group, version = {"Pod": ("", "v1"), "CronJob": ("batch", "v1"), "Job": ("batch", "v1")}.get(kind, ("apps", "v1"))
     request = {
         "uid": str(uuid.uuid4()),

@@ -27,15 +27,25 @@ IMAGES = ["ghcr.io/ggml-org/llama.cpp:server-cuda", "ghcr.io/ggml-org/llama.cpp:
 CONFIGS = [Config(), Config(precedence="annotation"), Config(inject_affinity=False), Config(max_gpus_per_node=32)]
 
 values = st.one_of(
-    st.sampled_from(["0", "1", "2", "99", "999", "all", "auto", "layer", "row", "none", "tensor", "1,1", "3,1", "1/1", "-1", "on", "off", "CUDA0"]),
+    st.sampled_from(
+        ["0", "1", "2", "99", "999", "all", "auto", "layer", "row", "none", "tensor", "1,1", "3,1", "1/1", "-1", "on", "off", "CUDA0"]
+    ),
     st.text(max_size=8),
 )
-tokens = st.one_of(st.sampled_from(GPU_SPELLINGS), st.sampled_from(SPELLINGS), values, st.sampled_from(GPU_SPELLINGS).map(lambda s: s + "=1,1"))
+tokens = st.one_of(
+    st.sampled_from(GPU_SPELLINGS), st.sampled_from(SPELLINGS), values, st.sampled_from(GPU_SPELLINGS).map(lambda s: s + "=1,1")
+)
 argv = st.lists(tokens, max_size=12)
-quantities = st.one_of(st.none(), st.integers(-3, 40), st.sampled_from(["0", "1", "2", "4", "8", "16", "1.5", "abc", "100000000000000000000"]))
+quantities = st.one_of(
+    st.none(), st.integers(-3, 40), st.sampled_from(["0", "1", "2", "4", "8", "16", "1.5", "abc", "100000000000000000000"])
+)
 env_vars = st.lists(
     st.fixed_dictionaries(
-        {"name": st.sampled_from(["LLAMA_ARG_N_GPU_LAYERS", "LLAMA_ARG_TENSOR_SPLIT", "LLAMA_ARG_SPLIT_MODE", "CUDA_VISIBLE_DEVICES", "OTHER"])},
+        {
+            "name": st.sampled_from(
+                ["LLAMA_ARG_N_GPU_LAYERS", "LLAMA_ARG_TENSOR_SPLIT", "LLAMA_ARG_SPLIT_MODE", "CUDA_VISIBLE_DEVICES", "OTHER"]
+            )
+        },
         optional={"value": values},
     ),
     max_size=3,
@@ -66,7 +76,13 @@ def containers(draw: st.DrawFn) -> dict[str, Any]:
 
 
 node_terms = st.lists(
-    st.fixed_dictionaries({"matchExpressions": st.lists(st.fixed_dictionaries({"key": st.sampled_from(["a", "nvidia.com/gpu.count"]), "operator": st.just("Exists")}), max_size=2)}),
+    st.fixed_dictionaries(
+        {
+            "matchExpressions": st.lists(
+                st.fixed_dictionaries({"key": st.sampled_from(["a", "nvidia.com/gpu.count"]), "operator": st.just("Exists")}), max_size=2
+            )
+        }
+    ),
     max_size=3,
 )
 
@@ -80,12 +96,24 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": draw(node_terms)}}}
     if draw(st.booleans()):
         spec["tolerations"] = [{"key": draw(st.sampled_from(["nvidia.com/gpu", "other", ""])), "operator": "Exists"}]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "p-", "labels": labels, "annotations": annotations}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "p-", "labels": labels, "annotations": annotations},
+        "spec": spec,
+    }
 
 
 garbage = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
-    lambda children: st.one_of(st.lists(children, max_size=3), st.dictionaries(st.sampled_from(["spec", "containers", "args", "metadata", "labels", "resources", "limits", "name", "command", "env"]), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3),
+        st.dictionaries(
+            st.sampled_from(["spec", "containers", "args", "metadata", "labels", "resources", "limits", "name", "command", "env"]),
+            children,
+            max_size=3,
+        ),
+    ),
     max_leaves=20,
 )
 
@@ -173,7 +201,10 @@ def clean_gpu_pods(draw: st.DrawFn) -> dict[str, Any]:
         pod["spec"]["affinity"] = {
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}, {"matchExpressions": []}]
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                        {"matchExpressions": []},
+                    ]
                 }
             }
         }

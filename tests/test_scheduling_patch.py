@@ -53,7 +53,10 @@ def test_match_fields_terms_and_preferred_affinity_survive() -> None:
     merged = with_node_expressions(affinity, [COUNT_2])
     term = merged["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
     assert term["matchFields"] and term["matchExpressions"] == [COUNT_2]
-    assert merged["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert (
+        merged["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        == affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    )
     assert merged["podAntiAffinity"] == {"x": 1}
 
 

@@ -127,11 +127,43 @@ def test_pod_update_is_judged_only_on_what_it_changes(server: RunningServer) -> 
         ("/mutate", b"[]", "not a JSON object"),
         ("/mutate", {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}, "expected apiVersion"),
         ("/mutate", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, "request is missing"),
-        ("/validate", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"kind": {"kind": "Pod"}}}, "uid is missing"),
-        ("/mutate", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE"}}, "object is missing"),
-        ("/mutate", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": 7, "kind": {"kind": "Pod"}}}, "uid must be"),
-        ("/mutate", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": []}}, "object must be"),
-        ("/mutate", {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": {"spec": "x"}}}, "spec must be"),
+        (
+            "/validate",
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"kind": {"kind": "Pod"}}},
+            "uid is missing",
+        ),
+        (
+            "/mutate",
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE"},
+            },
+            "object is missing",
+        ),
+        (
+            "/mutate",
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": 7, "kind": {"kind": "Pod"}}},
+            "uid must be",
+        ),
+        (
+            "/mutate",
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": []},
+            },
+            "object must be",
+        ),
+        (
+            "/mutate",
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "request": {"uid": "u", "kind": {"kind": "Pod"}, "operation": "CREATE", "object": {"spec": "x"}},
+            },
+            "spec must be",
+        ),
         ("/mutate", admission_review({"metadata": {}}, kind="Deployment"), "serves Pods"),
         ("/validate", admission_review({"metadata": {}}, kind="Service"), "serves Pods and workloads"),
         ("/validate", admission_review({"metadata": {}}, operation="PATCH"), "operation"),
