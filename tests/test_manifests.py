@@ -1,0 +1,172 @@
+"""The deployment: kustomize base and overlays built by a real kubectl, checked against the
+Kubernetes 1.30 schema and against what the operator's guide promises; the Dockerfile."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.harness import ROOT
+from tests.kubectl import kustomize
+
+SCHEMA_VERSION = "1.30.0"
+EXCLUDED_NAMESPACES = {"kube-system", "kube-node-lease", "kube-public", "gpu-shard-system"}
+
+
+def objects(text: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind]
+    return found
+
+
+@pytest.fixture(scope="module")
+def base() -> list[dict[str, Any]]:
+    return objects(kustomize(ROOT / "manifests" / "base"))
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]], Path]:
+    copy = tmp_path_factory.mktemp("manifests") / "manifests"
+    shutil.copytree(ROOT / "manifests", copy, ignore=shutil.ignore_patterns("certs"))
+    certs = copy / "overlays" / "self-signed" / "certs"
+    subprocess.run([sys.executable, "-m", "webhook", "certs", "--out", str(certs)], check=True, cwd=ROOT, capture_output=True)
+    return objects(kustomize(copy / "overlays" / "self-signed")), certs
+
+
+def test_base_objects_are_valid_kubernetes_1_30(base: list[dict[str, Any]]) -> None:
+    kinds = sorted(d["kind"] for d in base)
+    assert kinds == sorted(
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Service",
+            "MutatingWebhookConfiguration",
+            "ValidatingWebhookConfiguration",
+        ]
+    )
+    for doc in base:
+        kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
+
+
+def webhooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [hook for d in docs if d["kind"].endswith("WebhookConfiguration") for hook in d["webhooks"]]
+
+
+def test_webhook_configurations_follow_the_guide(base: list[dict[str, Any]]) -> None:
+    hooks = webhooks(base)
+    assert len(hooks) == 4
+    for hook in hooks:
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["sideEffects"] == "None", "dry-run=server needs sideEffects None"
+        assert hook["failurePolicy"] == "Fail"
+        assert hook["matchPolicy"] == "Equivalent"
+        assert 1 <= hook["timeoutSeconds"] <= 10
+        service = hook["clientConfig"]["service"]
+        assert (service["name"], service["namespace"], service["port"]) == ("gpu-shard-webhook", "gpu-shard-system", 443)
+        (excluded,) = hook["namespaceSelector"]["matchExpressions"]
+        assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
+        assert set(excluded["values"]) == EXCLUDED_NAMESPACES
+        resources = {r for rule in hook["rules"] for r in rule["resources"]}
+        if resources == {"pods"}:
+            assert hook["objectSelector"] == {"matchLabels": {"gpu-shard.io/enabled": "true"}}
+        else:
+            assert "objectSelector" not in hook
+            (condition,) = hook["matchConditions"]
+            assert "gpu-shard.io/enabled" in condition["expression"]
+    mutating = by_kind(base, "MutatingWebhookConfiguration")["webhooks"][0]
+    assert mutating["reinvocationPolicy"] == "IfNeeded"
+    assert mutating["clientConfig"]["service"]["path"] == "/mutate"
+    assert mutating["rules"][0]["operations"] == ["CREATE"]
+    validating = by_kind(base, "ValidatingWebhookConfiguration")["webhooks"]
+    assert {h["clientConfig"]["service"]["path"] for h in validating} == {"/validate"}
+    covered = {r for h in validating for rule in h["rules"] for r in rule["resources"]}
+    assert covered == {"pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}
+
+
+def test_deployment_is_hardened_and_highly_available(base: list[dict[str, Any]]) -> None:
+    deployment = by_kind(base, "Deployment")
+    assert deployment["metadata"]["namespace"] == "gpu-shard-system"
+    assert deployment["spec"]["replicas"] == 2
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert container["image"] == "ghcr.io/gpu-shard-webhook/gpu-shard-webhook:0.1.0"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/etc/gpu-shard-webhook/certs"]["readOnly"] is True
+    assert "/tmp" in mounts, "gunicorn and the metrics need a writable /tmp on a read-only root"
+    assert pod["terminationGracePeriodSeconds"] > 25 + 5
+    assert by_kind(base, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    service = by_kind(base, "Service")
+    assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https"}]
+
+
+def test_rbac_reads_nodes_and_nothing_else(base: list[dict[str, Any]]) -> None:
+    role = by_kind(base, "ClusterRole")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    binding = by_kind(base, "ClusterRoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpu-shard-webhook", "namespace": "gpu-shard-system"}]
+
+
+def test_self_signed_overlay_fills_every_ca_bundle_from_the_generated_certs(self_signed: tuple[list[dict[str, Any]], Path]) -> None:
+    docs, certs = self_signed
+    ca = (certs / "ca.crt").read_bytes()
+    for hook in webhooks(docs):
+        assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca
+    secret = by_kind(docs, "Secret")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert base64.b64decode(secret["data"]["tls.crt"]) == (certs / "tls.crt").read_bytes()
+    volumes = by_kind(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "certs", "secret": {"secretName": secret["metadata"]["name"]}} in volumes
+    for doc in docs:
+        kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
+
+
+def test_cert_manager_overlay_injects_the_ca() -> None:
+    docs = objects(kustomize(ROOT / "manifests" / "overlays" / "cert-manager"))
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        annotations = by_kind(docs, kind)["metadata"]["annotations"]
+        assert annotations["cert-manager.io/inject-ca-from"] == "gpu-shard-system/gpu-shard-webhook-tls"
+    certificate = by_kind(docs, "Certificate")
+    assert certificate["spec"]["secretName"] == "gpu-shard-webhook-tls"
+    assert "gpu-shard-webhook.gpu-shard-system.svc" in certificate["spec"]["dnsNames"]
+    assert certificate["spec"]["issuerRef"]["name"] == by_kind(docs, "Issuer")["metadata"]["name"]
+
+
+def test_dockerfile_is_multi_stage_slim_pinned_and_non_root() -> None:
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    froms = [line for line in lines if line.startswith("FROM ")]
+    assert len(froms) == 2, "build stage + final stage"
+    for line in froms:
+        image = line.split()[1]
+        assert image.startswith("python:3.11") and "slim" in image and ":latest" not in image
+    final = lines[lines.index(froms[1]) :]
+    assert not any(word in " ".join(final) for word in ("gcc", "build-essential", "apt-get install"))
+    user = next(line for line in final if line.startswith("USER "))
+    assert user.split()[1].split(":")[0].isdigit() and user.split()[1] != "0"
+    assert final[-1] == 'ENTRYPOINT ["gpu-shard-webhook", "serve"]'
+    assert any("--no-index" in line for line in final), "the final image installs only the built wheels"
