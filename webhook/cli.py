@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from webhook.config import SETTINGS, Config, config_from
+from webhook.config import SETTINGS, Config, config_from, parse_boolean
 
 DEFAULT_SERVICE = "gpu-shard-webhook"
 DEFAULT_NAMESPACE = "gpu-shard-system"
@@ -57,6 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default=os.environ.get("GSW_LOG_LEVEL", "info"))
     serve.add_argument("--service", default=DEFAULT_SERVICE, help="service name for the SANs of a created certificate")
     serve.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace for the SANs of a created certificate")
+    serve.add_argument(
+        "--cluster-checks",
+        type=parse_boolean,
+        default=parse_boolean(os.environ.get("GSW_CLUSTER_CHECKS", "true")),
+        help="watch Nodes to reject GPU counts no node can hold (needs in-cluster config or a kubeconfig)",
+    )
+    serve.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=os.environ.get("GSW_KUBECONFIG"),
+        help="kubeconfig for the node watch (default: in-cluster, then $KUBECONFIG)",
+    )
     _add_config_flags(serve)
 
     certs = commands.add_parser("certs", help="write a CA and a serving certificate for the webhook's Service")
@@ -67,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     preview = commands.add_parser("preview", help="show offline what the webhook does to the objects of a manifest")
     preview.add_argument("-f", "--filename", required=True, help="YAML file, or - for standard input")
+    preview.add_argument("--nodes", help="the output of 'kubectl get nodes -o yaml', for the cluster-capacity checks")
     _add_config_flags(preview)
     return parser
 
@@ -80,15 +93,21 @@ def _read(filename: str) -> str:
 def run_preview(args: argparse.Namespace) -> int:
     import yaml
 
+    from webhook.inventory import cluster_rules, inventory_from
     from webhook.preview import objects, preview_object, render
+    from webhook.review import no_extra_rules
 
     config = _config(args)
+    extra = no_extra_rules
     try:
         documents = list(yaml.safe_load_all(_read(args.filename)))
+        if args.nodes:
+            inventory = inventory_from(objects(yaml.safe_load_all(_read(args.nodes))), config)
+            extra = cluster_rules(lambda: inventory, config)
     except (OSError, yaml.YAMLError) as error:
-        print(f"preview: cannot read {args.filename}: {error}", file=sys.stderr)
+        print(f"preview: cannot read input: {error}", file=sys.stderr)
         return 2
-    results = [preview_object(obj, config) for obj in objects(documents)]
+    results = [preview_object(obj, config, extra) for obj in objects(documents)]
     sys.stdout.write(render(results))
     denied = [r for r in results if r.pod is not None and not r.admitted]
     print(f"preview: {len(results) - len(denied)} admitted, {len(denied)} denied", file=sys.stderr)
@@ -110,6 +129,7 @@ def run_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gsw-metrics-"))
     from webhook import metrics
     from webhook.certs import CA_CERT, ensure_serving_files
+    from webhook.inventory import cluster_rules
     from webhook.server import create_app
     from webhook.serving import ServeOptions, WebhookServer, cert_watcher, configure_logging, readiness
 
@@ -117,6 +137,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if ensure_serving_files(args.cert_dir, args.service, args.namespace):
         print(f"created a development CA: {args.cert_dir / CA_CERT} (trust it to call https://localhost:{args.port})", file=sys.stderr)
     watcher = cert_watcher(args.cert_dir)
+    nodes = _node_watcher(args, config)
     options = ServeOptions(
         host=args.host,
         port=args.port,
@@ -127,10 +148,26 @@ def run_serve(args: argparse.Namespace) -> int:
         graceful_timeout=args.graceful_timeout,
         log_level=args.log_level,
     )
-    app = create_app(config, readiness=readiness(watcher, config))
+    extra = cluster_rules(nodes.snapshot, config) if nodes else None
+    app = create_app(config, readiness=readiness(watcher, config), extra_rules=extra)
     hooks: dict[str, Any] = {"child_exit": lambda server, worker: metrics.worker_exited(worker.pid)}
+    if nodes is not None:
+        hooks["post_fork"] = lambda server, worker: nodes.start()
     WebhookServer(app, watcher, options, hooks).run()
     return 0
+
+
+def _node_watcher(args: argparse.Namespace, config: Config) -> Any:
+    """The node watch, or None (cluster checks off, or no cluster to talk to)."""
+    if not args.cluster_checks:
+        return None
+    from webhook.nodewatch import NodeWatcher, load_client
+
+    api = load_client(args.kubeconfig)
+    if api is None:
+        print("no in-cluster config and no kubeconfig: cluster checks are off", file=sys.stderr)
+        return None
+    return NodeWatcher(api, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def _csv(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def _boolean(text: str) -> bool:
+def parse_boolean(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
         return True
@@ -100,7 +100,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "inject_affinity",
         "GSW_INJECT_AFFINITY",
-        _boolean,
+        parse_boolean,
         "Inject node affinity on GPU Feature Discovery labels (off for clusters without GFD).",
     ),
     Setting("gpu_count_label", "GSW_GPU_COUNT_LABEL", str, "Node label holding the number of physical GPUs."),
