@@ -24,7 +24,7 @@ from typing import Any, Literal, TypedDict
 from webhook.config import Config
 from webhook.patch import Operation
 from webhook.plan import ShardingPlan, as_dict
-from webhook.review import ExtraRules, as_pod, no_extra_rules, review_object, review_pod
+from webhook.review import ExtraRules, as_pod, mutate_pod, no_extra_rules, review_object
 from webhook.violation import Violation
 from webhook.workloads import TEMPLATE_PATHS
 
@@ -201,11 +201,11 @@ def mutate(request: Request, config: Config) -> Decision:
         raise MalformedRequest(f"/mutate serves Pods, not {request.kind}")
     if request.operation != "CREATE":
         return Decision(allowed(request.uid), "allowed")
-    review = review_pod(as_pod(request.object, "Pod", request.namespace) or {}, config)
-    if not review.patch:
-        return Decision(allowed(request.uid), "allowed", plan=review.plan)
-    warnings = [f"gpu-shard: {review.summary()}"] if review.plan else []
-    return Decision(patched(request.uid, review.patch, warnings), "patched", plan=review.plan)
+    patch, plan = mutate_pod(as_pod(request.object, "Pod", request.namespace) or {}, config)
+    if not patch:
+        return Decision(allowed(request.uid), "allowed", plan=plan)
+    warnings = [f"gpu-shard: {plan.summary()}"] if plan else []
+    return Decision(patched(request.uid, patch, warnings), "patched", plan=plan)
 
 
 def validate(request: Request, config: Config, extra: ExtraRules = no_extra_rules) -> Decision:

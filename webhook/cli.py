@@ -81,7 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("-f", "--filename", required=True, help="YAML file, or - for standard input")
     preview.add_argument("--nodes", help="the output of 'kubectl get nodes -o yaml', for the cluster-capacity checks")
     _add_config_flags(preview)
+    bench = commands.add_parser("bench-llm", help="measure a llama-server's completion throughput (the test plan's Test 5)")
+    bench.add_argument("--url", required=True, help="e.g. http://localhost:8080")
+    bench.add_argument("--iterations", type=int, default=5)
+    bench.add_argument("--max-tokens", type=int, default=500)
+    bench.add_argument("--prompt", default=None)
+    bench.add_argument("--stream", action="store_true", help="stream tokens and measure time to first token")
+    bench.add_argument("--json", dest="json_path", help="also write the figures as JSON to this file (- for stdout)")
+    bench.add_argument("--configuration", default="Dual GPU", help="comparison-matrix row: configuration")
+    bench.add_argument("--model", default="13B", help="comparison-matrix row: model")
+    bench.add_argument("--gpus", default="2", help="comparison-matrix row: GPU count")
+    bench.add_argument("--target", default="40-50", help="comparison-matrix row: target tok/s")
     return parser
+
+
+def run_bench_llm(args: argparse.Namespace) -> int:
+    from webhook import llmbench
+
+    summary = llmbench.run(args.url, args.iterations, args.max_tokens, args.prompt or llmbench.DEFAULT_PROMPT, args.stream)
+    print(llmbench.report(summary))
+    print()
+    print(llmbench.matrix_row(summary, args.configuration, args.model, args.gpus, args.target))
+    if args.json_path == "-":
+        print(llmbench.as_json(summary))
+    elif args.json_path:
+        Path(args.json_path).write_text(llmbench.as_json(summary) + "\n")
+    return 0 if summary.errors == 0 else 1
 
 
 def _read(filename: str) -> str:
@@ -177,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_serve(args)
         if args.command == "certs":
             return run_certs(args)
+        if args.command == "bench-llm":
+            return run_bench_llm(args)
         return run_preview(args)
     except ValueError as error:  # a bad GSW_* value
         print(f"gpu-shard-webhook: {error}", file=sys.stderr)

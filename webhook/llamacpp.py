@@ -75,6 +75,7 @@ class OptionTable:
         self.specs = tuple(specs)
         self._by_spelling: dict[str, OptionSpec] = {}
         self._by_key: dict[str, OptionSpec] = {}
+        self._by_env = {spec.env: spec for spec in self.specs if spec.env}
         for spec in self.specs:
             self._by_key.setdefault(spec.key, spec)
             for spelling in spec.spellings:
@@ -90,7 +91,7 @@ class OptionTable:
         return self._by_key[key]
 
     def env_names(self) -> dict[str, OptionSpec]:
-        return {spec.env: spec for spec in self.specs if spec.env}
+        return self._by_env
 
 
 def parse_option_table(text: str) -> OptionTable:

@@ -42,6 +42,12 @@ class Review:
         return self.plan.summary() if self.plan else None
 
 
+def mutate_pod(pod: dict[str, Any], config: Config) -> tuple[list[Operation], ShardingPlan | None]:
+    """The mutating webhook's answer alone: the patch and the plan, no rules (they are the validating webhook's)."""
+    mutation = mutate(pod, config)
+    return diff(pod, mutation.pod), mutation.plan
+
+
 def review_pod(pod: dict[str, Any], config: Config, extra: ExtraRules = no_extra_rules) -> Review:
     mutation = mutate(pod, config)
     found = violations(mutation.pod, config)
