@@ -92,19 +92,10 @@ def running_server(
     cert_dir = cert_dir or make_certs(tmp / "certs")
     port = free_port()
     log_path = tmp / f"server-{port}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "webhook",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--cert-dir",
-        str(cert_dir),
-        *extra_args,
-    ]
+    # Cluster checks only where a test brings its own (fake) API server: never a real ~/.kube/config.
+    checks = [] if "--kubeconfig" in extra_args else ["--cluster-checks", "false"]
+    serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--cert-dir", str(cert_dir), *checks, *extra_args]
+    command = [sys.executable, "-m", "webhook", *serve]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -130,6 +131,37 @@ def fingerprint(pem: bytes) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+class DeadlineSSLSocket(ssl.SSLSocket):
+    """A TLS connection whose every blocking read and write gives up after ``io_timeout``.
+
+    gunicorn's gthread worker handles the handshake and each request in a pool
+    thread with a blocking socket and no timeout, so a client that stalls in the
+    middle of a handshake or a request would hold that thread for ever; a few such
+    clients would starve the worker. gunicorn switches the socket to blocking
+    mode before each request, so the deadline is re-applied there.
+    """
+
+    io_timeout: float = 10.0
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(self.io_timeout)
+        else:
+            super().setblocking(False)
+
+
+class DeadlineContext(ssl.SSLContext):
+    """An SSLContext whose connections carry :class:`DeadlineSSLSocket` deadlines."""
+
+    io_timeout: float = 10.0
+
+    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
+        sock.settimeout(self.io_timeout)  # the handshake inherits it
+        wrapped = super().wrap_socket(sock, *args, **kwargs)
+        wrapped.io_timeout = self.io_timeout  # type: ignore[attr-defined]
+        return wrapped
+
+
 class CertWatcher:
     """Serves the certificate on disk now, re-read when the files change.
 
@@ -141,9 +173,10 @@ class CertWatcher:
     connection is refused during a rotation.
     """
 
-    def __init__(self, cert_path: Path, key_path: Path) -> None:
+    def __init__(self, cert_path: Path, key_path: Path, io_timeout: float = 10.0) -> None:
         self.cert_path = cert_path
         self.key_path = key_path
+        self.io_timeout = io_timeout
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
         self._context: ssl.SSLContext | None = None
@@ -158,7 +191,9 @@ class CertWatcher:
         return tuple(stamps)
 
     def _build(self) -> tuple[ssl.SSLContext, str]:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context = DeadlineContext(ssl.PROTOCOL_TLS_SERVER)
+        context.io_timeout = self.io_timeout
+        context.sslsocket_class = DeadlineSSLSocket
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_path, self.key_path)
         return context, fingerprint(self.cert_path.read_bytes())

@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=_env_int("GSW_THREADS", 4))
     serve.add_argument("--keepalive", type=int, default=_env_int("GSW_KEEPALIVE", 95))
     serve.add_argument("--graceful-timeout", type=int, default=_env_int("GSW_GRACEFUL_TIMEOUT", 25))
+    serve.add_argument(
+        "--io-timeout", type=float, default=float(os.environ.get("GSW_IO_TIMEOUT", 10)), help="seconds a blocking read or write may stall"
+    )
     serve.add_argument("--log-level", default=os.environ.get("GSW_LOG_LEVEL", "info"))
+    serve.add_argument("--bench-allow-endpoint", action="store_true", help=argparse.SUPPRESS)
     serve.add_argument("--service", default=DEFAULT_SERVICE, help="service name for the SANs of a created certificate")
     serve.add_argument("--namespace", default=DEFAULT_NAMESPACE, help="namespace for the SANs of a created certificate")
     serve.add_argument(
@@ -161,7 +165,7 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     if ensure_serving_files(args.cert_dir, args.service, args.namespace):
         print(f"created a development CA: {args.cert_dir / CA_CERT} (trust it to call https://localhost:{args.port})", file=sys.stderr)
-    watcher = cert_watcher(args.cert_dir)
+    watcher = cert_watcher(args.cert_dir, args.io_timeout)
     nodes = _node_watcher(args, config)
     options = ServeOptions(
         host=args.host,
@@ -174,7 +178,7 @@ def run_serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
     )
     extra = cluster_rules(nodes.snapshot, config) if nodes else None
-    app = create_app(config, readiness=readiness(watcher, config), extra_rules=extra)
+    app = create_app(config, readiness=readiness(watcher, config), extra_rules=extra, allow_endpoint=args.bench_allow_endpoint)
     hooks: dict[str, Any] = {"child_exit": lambda server, worker: metrics.worker_exited(worker.pid)}
     if nodes is not None:
         hooks["post_fork"] = lambda server, worker: nodes.start()

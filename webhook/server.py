@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from webhook import admission, metrics
 from webhook.config import Config
@@ -55,6 +55,7 @@ def create_app(
     config: Config,
     readiness: Readiness | None = None,
     extra_rules: ExtraRules | None = None,
+    allow_endpoint: bool = False,
 ) -> Flask:
     app = Flask("gpu_shard_webhook")
     app.config["MAX_CONTENT_LENGTH"] = config.body_limit
@@ -67,7 +68,14 @@ def create_app(
             metrics.ADMISSIONS.labels(webhook, "unknown", "too_large").inc()
             log.warning(json.dumps({"webhook": webhook, "decision": "too_large", "bytes": request.content_length}))
             return _text(413, f"request body of {request.content_length} bytes is above the limit of {config.body_limit} bytes")
-        body = request.get_data(cache=False)
+        try:
+            body = request.get_data(cache=False)
+        except ClientDisconnected:
+            body = b""
+        if request.content_length and len(body) < request.content_length:
+            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
+            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": "incomplete body"}))
+            return _text(400, f"request body ended after {len(body)} of {request.content_length} bytes (client stalled or disconnected)")
         try:
             review = admission.decode(body)
         except admission.MalformedRequest as error:
@@ -96,6 +104,14 @@ def create_app(
     @app.post("/validate")
     def validate() -> Response:
         return admit("validate", lambda review: admission.validate(review, config, extra))
+
+    if allow_endpoint:
+
+        @app.post("/allow")
+        def allow_everything() -> Response:
+            """Benchmark baseline: the same HTTP, TLS and JSON work with no decision at all."""
+            review = admission.decode(request.get_data(cache=False))
+            return Response(admission.encode(admission.allowed(review.uid)), status=200, mimetype="application/json")
 
     @app.get("/healthz")
     def healthz() -> Response:

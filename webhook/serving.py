@@ -13,6 +13,9 @@ Why these defaults (all overridable from ``serve``'s flags):
   threads only add GIL contention, more workers only add memory.
 * ``graceful_timeout`` 25 s: under the pod's 30 s termination grace period, so
   in-flight admissions finish after SIGTERM before the kubelet kills the pod.
+* ``io_timeout`` 10 s per blocking read or write (see ``certs.DeadlineSSLSocket``):
+  a client that stalls mid-handshake or mid-request loses its thread after 10 s
+  instead of holding it for ever. The API server sends a whole request at once.
 """
 
 from __future__ import annotations
@@ -117,8 +120,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def cert_watcher(cert_dir: Path) -> CertWatcher:
-    watcher = CertWatcher(cert_dir / TLS_CERT, cert_dir / TLS_KEY)
+def cert_watcher(cert_dir: Path, io_timeout: float = 10.0) -> CertWatcher:
+    watcher = CertWatcher(cert_dir / TLS_CERT, cert_dir / TLS_KEY, io_timeout)
     watcher.context()  # fail at start, not at the first handshake
     return watcher
 

@@ -47,8 +47,11 @@ def serve_and_chat(target: dict[str, Any], binary: Path, model: Path, log_path: 
     with launch as server:
         healthy = wait_healthy(server)
         log = server.log()
+        assert "invalid argument" not in log and "error: " not in log, log[-3000:]
+        if not healthy and "LLAMA_SPLIT_MODE_TENSOR needs >= 1 devices" in log:
+            # The argv parsed; tensor parallelism needs GPU devices, which a CPU build has none of.
+            pytest.skip("split mode tensor needs GPU devices to load a model: proven on a GPU build only")
         assert healthy, f"llama-server did not become healthy:\n{log[-3000:]}"
-        assert "invalid argument" not in log and "error:" not in log.lower().split("warn")[0]
         status, answer = http_json(
             server.url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
         )

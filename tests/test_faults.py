@@ -1,0 +1,222 @@
+"""Reliability under faults: the real gunicorn server over TLS under a steady request stream,
+with every response counted, while workers die, certificates rotate, the server reloads
+and stops, and clients misbehave. Tests assert invariants (zero failures where zero is
+the goal); durations are printed as figures, never asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cases import by_name
+from tests.harness import admission_review, running_server
+from tests.loadclient import LoadClient, Tally, dropped
+from webhook.certs import fingerprint, make_bundle, write_bundle
+
+pytestmark = pytest.mark.faults
+
+TEMPLATE = json.dumps(admission_review(by_name("plan test 1: 2-GPU Llama-2-13B Deployment pod").fresh_pod()))
+PLACEHOLDER = json.loads(TEMPLATE)["request"]["uid"]
+
+
+def body(uid: str) -> bytes:
+    return TEMPLATE.replace(PLACEHOLDER, uid).encode()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+def throughput(tally: Tally, start: float, end: float) -> float:
+    return tally.ok_between(start, end) / (end - start)
+
+
+def test_sigkill_of_a_worker_loses_at_most_its_requests(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:
+    with running_server(tmp_path, ["--workers", "2", "--threads", "4"]) as server:
+        client = LoadClient(server.port, server.ca, "/mutate", body, connections=8).start()
+        time.sleep(2.0)
+        workers = server.worker_pids()
+        assert len(workers) == 2
+        killed_at = time.monotonic()
+        os.kill(workers[0], signal.SIGKILL)
+        respawn = eventually(lambda: len(set(server.worker_pids()) - {workers[0]}) == 2)
+        time.sleep(3.0)
+        tally = client.stop()
+    baseline = throughput(tally, killed_at - 1.5, killed_at)
+    recovered = next(
+        (t / 10 for t in range(0, 40) if throughput(tally, killed_at + t / 10, killed_at + t / 10 + 0.5) >= 0.9 * baseline),
+        None,
+    )
+    figures.append(
+        ("SIGKILL one worker", {"ok": tally.ok, "failed": tally.failed, "respawn_s": round(respawn, 3), "full_capacity_after_s": recovered})
+    )
+    # Only what the killed worker held can fail: at most one request per connection it served.
+    assert tally.failed <= client.connections, tally.failures
+    assert all(abs(when - killed_at) < 1.0 for when, _ in tally.failures), tally.failures
+    assert tally.ok_between(killed_at + respawn, killed_at + respawn + 3) > 0
+
+
+def test_certificate_rotation_under_load_fails_nothing(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:
+    cert_dir = tmp_path / "certs"
+    write_bundle(make_bundle(["localhost"]), cert_dir)
+    with running_server(tmp_path, cert_dir=cert_dir) as server:
+        client = LoadClient(server.port, server.ca, "/mutate", body, connections=6).start()
+        time.sleep(1.5)
+        rotated = make_bundle(["localhost"])
+        staging = tmp_path / "staging"
+        write_bundle(rotated, staging)
+        for name in ("tls.key", "tls.crt", "ca.crt"):  # as a Secret update swaps the files
+            (staging / name).replace(cert_dir / name)
+        time.sleep(1.5)
+        context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        with socket.create_connection(("localhost", server.port)) as raw, context.wrap_socket(raw, server_hostname="localhost") as fresh:
+            served = fresh.getpeercert(binary_form=True)
+        time.sleep(1.0)
+        tally = client.stop()
+    figures.append(("certificate rotation", {"ok": tally.ok, "failed": tally.failed}))
+    assert tally.failed == 0, tally.failures
+    assert served is not None
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    assert fingerprint(x509.load_der_x509_certificate(served).public_bytes(Encoding.PEM)) == fingerprint(rotated.tls_cert)
+
+
+def test_sighup_reload_under_load_fails_nothing(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:
+    with running_server(tmp_path, ["--workers", "2"]) as server:
+        client = LoadClient(server.port, server.ca, "/mutate", body, connections=8).start()
+        time.sleep(1.5)
+        old = set(server.worker_pids())
+        server.process.send_signal(signal.SIGHUP)
+        replaced = eventually(lambda: len(set(server.worker_pids())) == 2 and not (set(server.worker_pids()) & old))
+        time.sleep(2.0)
+        tally = client.stop()
+    figures.append(("SIGHUP reload", {"ok": tally.ok, "failed": tally.failed, "workers_replaced_s": round(replaced, 3)}))
+    assert tally.failed == 0, tally.failures
+
+
+def test_sigterm_under_load_finishes_in_flight_and_exits_in_grace(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:
+    grace = 5
+    with running_server(tmp_path, ["--workers", "2", "--graceful-timeout", str(grace)]) as server:
+        client = LoadClient(server.port, server.ca, "/mutate", body, connections=8).start()
+        time.sleep(1.5)
+        before = client.tally.ok
+        stopped_at = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(timeout=grace + 10)
+        exited = time.monotonic() - stopped_at
+        time.sleep(0.5)
+        tally = client.stop()
+    figures.append(("SIGTERM", {"ok": tally.ok, "failed": tally.failed, "refused_after_stop": tally.refused, "exit_s": round(exited, 3)}))
+    assert before > 0
+    assert tally.failed == 0, tally.failures
+    assert tally.refused > 0, "after SIGTERM the server stops accepting"
+    assert server.process.returncode == 0
+    assert exited <= grace + 5, "the server exits within its grace period (plus the arbiter's shutdown)"
+
+
+def test_slow_and_idle_clients_do_not_starve_the_workers(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:
+    with running_server(tmp_path, ["--workers", "2", "--threads", "4", "--keepalive", "2", "--io-timeout", "3"]) as server:
+        idle = [socket.create_connection(("localhost", server.port)) for _ in range(4)]
+        context = ssl.create_default_context(cafile=server.ca)
+        slow = []
+        for _ in range(2):
+            tls = context.wrap_socket(socket.create_connection(("localhost", server.port)), server_hostname="localhost")
+            payload = body("slow")
+            head = f"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            tls.sendall(head.encode())
+            tls.sendall(payload[:10])
+            slow.append(tls)
+        client = LoadClient(server.port, server.ca, "/mutate", body, connections=2).start()
+        started = time.monotonic()
+        dropped_after = eventually(lambda: all(dropped(s) for s in idle), timeout=30)
+        tally = client.stop()
+        time.sleep(max(0.0, started + 4 - time.monotonic()))  # past the 3 s I/O timeout
+        answers = []
+        for tls in slow:
+            tls.settimeout(10)
+            received = b""
+            try:
+                while chunk := tls.recv(4096):
+                    received += chunk
+            except (ssl.SSLError, OSError):
+                pass
+            answers.append(received)
+        for sock in idle + slow:
+            sock.close()
+    figures.append(("slow and idle clients", {"ok": tally.ok, "failed": tally.failed, "idle_dropped_after_s": round(dropped_after, 2)}))
+    assert tally.failed == 0 and tally.ok > 0, tally.failures
+    assert tally.ok_between(started, started + 2) > 0, "normal requests were served while slow clients held connections"
+    for received in answers:  # a stalled request is answered 400 and its connection closed
+        assert received == b"" or (received.startswith(b"HTTP/1.1 400") and b"client stalled" in received), received
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_worker_memory_does_not_grow_per_request(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:
+    with running_server(tmp_path, ["--workers", "1", "--threads", "4", "--log-level", "warning"]) as server:
+        (worker,) = server.worker_pids()
+        client = LoadClient(server.port, server.ca, "/mutate", body, connections=4).start()
+        eventually(lambda: client.tally.ok >= 10_000, timeout=300)
+        at_10k = rss_kib(worker)
+        eventually(lambda: client.tally.ok >= 100_000, timeout=900)
+        at_100k = rss_kib(worker)
+        tally = client.stop()
+    growth = (at_100k - at_10k) / at_10k
+    figures.append(
+        ("worker RSS", {"after_10k_kib": at_10k, "after_100k_kib": at_100k, "growth_pct": round(growth * 100, 2), "failed": tally.failed})
+    )
+    assert tally.failed == 0
+    assert growth < 0.05, f"RSS grew {growth:.1%} between 10k and 100k admissions"
+
+
+def test_overload_is_answered_within_the_api_servers_timeout_and_recovers(
+    tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]
+) -> None:
+    with running_server(tmp_path, ["--workers", "2", "--threads", "4", "--log-level", "warning"]) as server:
+        light = LoadClient(server.port, server.ca, "/mutate", body, connections=2, timeout=10).start()
+        time.sleep(2)
+        overload_start = time.monotonic()
+        heavy = LoadClient(server.port, server.ca, "/mutate", body, connections=48, timeout=10).start()
+        time.sleep(5)
+        heavy_tally = heavy.stop()
+        overload_end = time.monotonic()
+        time.sleep(3)
+        light_tally = light.stop()
+    slowest = max(latency for _, latency in heavy_tally.timings + light_tally.timings)
+    before = [lat for sent, lat in light_tally.timings if sent < overload_start]
+    after = [lat for sent, lat in light_tally.timings if sent > overload_end + 1]
+    figures.append(
+        (
+            "overload (48+2 connections)",
+            {
+                "ok": heavy_tally.ok + light_tally.ok,
+                "failed": heavy_tally.failed + light_tally.failed,
+                "slowest_s": round(slowest, 3),
+                "light_p50_before_ms": round(sorted(before)[len(before) // 2] * 1e3, 2),
+                "light_p50_after_ms": round(sorted(after)[len(after) // 2] * 1e3, 2),
+            },
+        )
+    )
+    # A request that took longer than the client's 10 s timeout would be counted failed.
+    assert heavy_tally.failed == 0 and light_tally.failed == 0, heavy_tally.failures[:5]
+    assert after, "the server answers again once the load drops"
