@@ -87,10 +87,10 @@ def wait_ready(url: str, ca: str, process: subprocess.Popen[bytes], timeout: flo
 
 @contextmanager
 def running_server(
-    tmp: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None, cert_dir: Path | None = None
+    tmp: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None, cert_dir: Path | None = None, port: int | None = None
 ) -> Iterator[RunningServer]:
     cert_dir = cert_dir or make_certs(tmp / "certs")
-    port = free_port()
+    port = port or free_port()
     log_path = tmp / f"server-{port}.log"
     # Cluster checks only where a test brings its own (fake) API server: never a real ~/.kube/config.
     checks = [] if "--kubeconfig" in extra_args else ["--cluster-checks", "false"]

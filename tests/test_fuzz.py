@@ -107,7 +107,9 @@ request_tweaks = st.fixed_dictionaries(
 
 
 @FUZZ
-@given(st.one_of(clean_gpu_pods(), pods(), malformed_pods()), st.one_of(st.just({}), request_tweaks), st.sampled_from(["/mutate", "/validate"]))
+@given(
+    st.one_of(clean_gpu_pods(), pods(), malformed_pods()), st.one_of(st.just({}), request_tweaks), st.sampled_from(["/mutate", "/validate"])
+)
 def test_admission_reviews_with_mutated_fields(obj: dict[str, Any], tweaks: dict[str, Any], path: str) -> None:
     review = review_of(obj, **tweaks)
     response = check_answer(*post(path, json.dumps(review).encode()), uid=review["request"]["uid"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.e2e.llama import RunningLlama, llama_process, localise, wait_healthy
 from tests.harness import ROOT, free_port
+from tests.monitoring import dashboard_metrics, exposed_names
 from webhook.llmbench import Sample, matrix_row, percentile, summarise
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +23,7 @@ pytestmark = pytest.mark.e2e
 def llama(llama_binary: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLlama]:
     port = free_port()
     log = tmp_path_factory.mktemp("llama") / "llama.log"
-    with llama_process([str(llama_binary), *localise([], tiny_model, port)], {}, port, log) as server:
+    with llama_process([str(llama_binary), *localise([], tiny_model, port), "--metrics"], {}, port, log) as server:
         assert wait_healthy(server), server.log()
         yield server
 
@@ -63,6 +65,14 @@ def test_unreachable_server_counts_errors_and_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert figures["errors"] == 3 and figures["tokens_per_second"] == 0
     assert figures["latency_p99"] is None
+
+
+def test_every_llama_server_metric_the_dashboard_queries_is_exposed(llama: RunningLlama, tmp_path: Path) -> None:
+    bench(llama.url, tmp=tmp_path)  # some traffic first
+    with urllib.request.urlopen(llama.url + "/metrics", timeout=10) as response:
+        exposed = exposed_names(response.read().decode())
+    wanted = {name for name in dashboard_metrics() if name.startswith("llamacpp:")}
+    assert wanted and wanted <= exposed, wanted - exposed
 
 
 def test_summary_arithmetic() -> None:

@@ -1,0 +1,304 @@
+"""The promise, against a real kube-apiserver: plain Deployments are sharded transparently,
+`kubectl apply --dry-run=server` shows the plan or the denial, objects that did not opt
+in never reach the webhook, reinvocation does not duplicate, and the failure policy holds.
+
+The webhook configurations are the shipped ones (manifests/base) through an overlay that
+only swaps clientConfig.service for a loopback URL and the real caBundle.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.server
+import json
+import re
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from tests.e2e.cluster import Cluster, build_control_plane, control_plane, webhook_overlay
+from tests.examples import EXAMPLE_EXPECTATIONS, ExampleExpect, example_files
+from tests.harness import ROOT, RunningServer, free_port, make_certs, running_server
+from webhook.certs import make_bundle, write_bundle
+
+pytestmark = pytest.mark.controlplane
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    binaries = build_control_plane()
+    with control_plane(binaries, tmp_path_factory.mktemp("controlplane")) as running:
+        yield running
+
+
+@dataclass
+class Webhook:
+    """Our webhook, restartable on the same port with the same certificates."""
+
+    directory: Path
+    port: int
+    kubeconfig: Path
+    server: RunningServer | None = None
+    _context: Any = None
+
+    def start(self) -> RunningServer:
+        self._context = running_server(
+            self.directory, ["--kubeconfig", str(self.kubeconfig)], cert_dir=self.directory / "certs", port=self.port
+        )
+        self.server = self._context.__enter__()
+        return self.server
+
+    def stop(self) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+    def admissions(self) -> float:
+        assert self.server is not None
+        text = requests.get(self.server.url + "/metrics", verify=self.server.ca, timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("gpu_shard_admissions_total{"))
+
+
+@pytest.fixture(scope="module")
+def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
+    directory = tmp_path_factory.mktemp("webhook")
+    make_certs(directory / "certs")  # `gpu-shard-webhook certs`: SANs include 127.0.0.1
+    handle = Webhook(directory, free_port(), cluster.kubeconfig)
+    handle.start()
+    overlay = webhook_overlay(cluster.workdir, f"https://127.0.0.1:{handle.port}", (directory / "certs" / "ca.crt").read_bytes())
+    rendered = cluster.kubectl("kustomize", str(overlay)).stdout
+    configurations = [d for d in yaml.safe_load_all(rendered) if d and d["kind"].endswith("WebhookConfiguration")]
+    assert len(configurations) == 2
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(configurations))
+    time.sleep(2)  # the API server's webhook informer picks the configurations up
+    yield handle
+    handle.stop()
+
+
+def namespace(cluster: Cluster, name: str) -> str:
+    cluster.kubectl("create", "namespace", name, check=False)
+    return name
+
+
+def original_workloads(path: Path) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in yaml.safe_load_all(path.read_text()) if d and d["kind"] != "Service"}
+
+
+def check_pod(pod: dict[str, Any], expect: ExampleExpect, workload: dict[str, Any]) -> None:
+    container = pod["spec"]["containers"][0]
+    original = workload["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == [*original["args"], *expect.injected]
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if expect.gpus:
+        assert str(limits["nvidia.com/gpu"]) == str(expect.gpus)
+        assert str(container["resources"]["requests"]["nvidia.com/gpu"]) == str(expect.gpus)
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+        status = json.loads(pod["metadata"]["annotations"]["gpu-shard.io/status"])
+        assert status["gpus"] == expect.gpus
+    else:
+        assert "nvidia.com/gpu" not in limits
+        assert "gpu-shard.io/status" not in (pod["metadata"].get("annotations") or {})
+    terms = (
+        ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+    )
+    expressions = [e for term in terms for e in term.get("matchExpressions", [])]
+    counts = [e["values"][0] for e in expressions if e["key"] == "nvidia.com/gpu.count"]
+    assert counts == ([expect.count_expression] if expect.count_expression else [])
+    products = [e["values"] for e in expressions if e["key"] == "nvidia.com/gpu.product"]
+    assert products == ([[expect.product]] if expect.product else [])
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_every_example_through_a_real_api_server(cluster: Cluster, webhook: Webhook, path: Path) -> None:
+    ns = namespace(cluster, "ex-" + path.stem[:50].replace(".", "-"))
+    expectations = EXAMPLE_EXPECTATIONS[path.name]
+    workloads = original_workloads(path)
+    applied = cluster.kubectl("apply", "-n", ns, "-f", str(path), check=False)
+    for expect in expectations:
+        if expect.denied:
+            assert applied.returncode != 0
+            assert "denied the request" in applied.stderr
+            for code in expect.denied:
+                assert f"[{code}]" in applied.stderr
+            assert cluster.kubectl("get", "deployment", expect.name, "-n", ns, check=False).returncode != 0, "nothing is created"
+            continue
+        assert applied.returncode == 0, applied.stderr
+        pod = cluster.wait_for("pods", "-n", ns, "-l", f"app={expect.name}")
+        check_pod(pod, expect, workloads[expect.name])
+
+
+def test_plan_test_1_with_the_plans_own_commands(cluster: Cluster, webhook: Webhook) -> None:
+    ns = namespace(cluster, "plan-test-1")
+    cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples" / "llama-13b-2gpu.yaml"))
+    name = cluster.wait_for("pods", "-n", ns, "-l", "app=llama-13b-multi-gpu")["metadata"]["name"]
+    limit = cluster.kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.spec.containers[0].resources.limits.nvidia\\.com/gpu}").stdout
+    assert limit == "2"
+    args = cluster.kubectl("get", "pod", name, "-n", ns, "-o", "jsonpath={.spec.containers[*].args}").stdout
+    assert '"--tensor-split","1,1"' in args and '"--split-mode","layer"' in args and '"--n-gpu-layers","999"' in args
+
+
+def test_dry_run_server_shows_the_plan_and_creates_nothing(cluster: Cluster, webhook: Webhook) -> None:
+    ns = namespace(cluster, "dry-run")
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(ROOT / "manifests" / "examples" / "llama-13b-2gpu.yaml"))
+    assert "Warning: gpu-shard: pods get 2 nvidia.com/gpu: --n-gpu-layers 999 --split-mode layer --tensor-split 1,1" in result.stderr
+    assert "(server dry run)" in result.stdout
+    assert cluster.kubectl("get", "deployment", "llama-13b-multi-gpu", "-n", ns, check=False).returncode != 0
+
+
+def test_dry_run_server_shows_every_violation(cluster: Cluster, webhook: Webhook, tmp_path: Path) -> None:
+    ns = namespace(cluster, "dry-run-bad")
+    workload = original_workloads(ROOT / "manifests" / "examples" / "llama-13b-2gpu.yaml")["llama-13b-multi-gpu"]
+    bad = copy.deepcopy(workload)
+    bad["metadata"]["name"] = "broken"
+    bad["spec"]["template"]["spec"]["containers"][0]["args"] += ["-ts", "1,1,1", "-mg", "5"]
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(yaml.safe_dump(bad))
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(manifest), check=False)
+    assert result.returncode != 0
+    assert "denied the request" in result.stderr
+    assert "[tensor-split-arity]" in result.stderr and "[main-gpu-out-of-range]" in result.stderr
+    assert cluster.kubectl("get", "deployment", "broken", "-n", ns, check=False).returncode != 0
+
+
+def bare_pod(name: str, labels: dict[str, str], gpus: str = "2") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "containers": [
+                {
+                    "name": "llama",
+                    "image": "ghcr.io/ggml-org/llama.cpp:server-cuda",
+                    "args": ["-m", "/m.gguf"],
+                    "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                }
+            ]
+        },
+    }
+
+
+def test_objects_that_did_not_opt_in_never_reach_the_webhook(cluster: Cluster, webhook: Webhook) -> None:
+    ns = namespace(cluster, "not-opted-in")
+    before = webhook.admissions()
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(bare_pod("plain", {"app": "plain"})))
+    cluster.kubectl("apply", "-n", "kube-system", "-f", "-", stdin=json.dumps(bare_pod("system", {"gpu-shard.io/enabled": "true"})))
+    plain_deployment = original_workloads(ROOT / "manifests" / "examples" / "tinyllama-cpu.yaml")["tinyllama"]
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(plain_deployment))
+    cluster.wait_for("pods", "-n", ns, "-l", "app=tinyllama")
+    time.sleep(1)
+    assert webhook.admissions() == before
+    system = cluster.get_json("pod", "system", "-n", "kube-system")
+    assert system["spec"]["containers"][0]["args"] == ["-m", "/m.gguf"]
+
+
+class SecondMutator:
+    """A webhook of the tests' own that also edits opted-in pods: it appends --metrics."""
+
+    def __init__(self, directory: Path) -> None:
+        write_bundle(make_bundle(["localhost"], ["127.0.0.1"]), directory)
+        self.ca = (directory / "ca.crt").read_bytes()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(directory / "tls.crt", directory / "tls.key")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                request = review["request"]
+                args = request["object"]["spec"]["containers"][0].get("args") or []
+                response: dict[str, Any] = {"uid": request["uid"], "allowed": True}
+                if "--metrics" not in args:
+                    patch = [{"op": "add", "path": "/spec/containers/0/args/-", "value": "--metrics"}]
+                    response |= {"patchType": "JSONPatch", "patch": base64.b64encode(json.dumps(patch).encode()).decode()}
+                body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.httpd.server_address[1]}/mutate"
+
+
+def test_reinvocation_after_another_mutating_webhook_does_not_duplicate(cluster: Cluster, webhook: Webhook, tmp_path: Path) -> None:
+    second = SecondMutator(tmp_path / "second")
+    configuration = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "zz-test-second-mutator"},
+        "webhooks": [
+            {
+                "name": "second.test.gpu-shard.io",
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": "Fail",
+                "clientConfig": {"url": second.url, "caBundle": base64.b64encode(second.ca).decode()},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                "objectSelector": {"matchLabels": {"gsw-test/second-mutator": "on"}},
+            }
+        ],
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(configuration))
+    time.sleep(2)
+    try:
+        ns = namespace(cluster, "reinvocation")
+        cluster.kubectl(
+            "apply",
+            "-n",
+            ns,
+            "-f",
+            "-",
+            stdin=json.dumps(bare_pod("twice", {"gpu-shard.io/enabled": "true", "gsw-test/second-mutator": "on"})),
+        )
+        pod = cluster.get_json("pod", "twice", "-n", ns)
+        args = pod["spec"]["containers"][0]["args"]
+        assert args.count("--metrics") == 1, args
+        for flag in ("--n-gpu-layers", "--split-mode", "--tensor-split"):
+            assert args.count(flag) == 1, args
+        assert len([t for t in pod["spec"]["tolerations"] if t.get("key") == "nvidia.com/gpu"]) == 1
+    finally:
+        cluster.kubectl("delete", "mutatingwebhookconfiguration", "zz-test-second-mutator", check=False)
+        second.httpd.shutdown()
+
+
+def test_failure_policy_refuses_opted_in_pods_while_the_webhook_is_down(cluster: Cluster, webhook: Webhook) -> None:
+    ns = namespace(cluster, "failure-policy")
+    webhook.stop()
+    try:
+        refused = cluster.kubectl(
+            "apply", "-n", ns, "-f", "-", stdin=json.dumps(bare_pod("sharded", {"gpu-shard.io/enabled": "true"})), check=False
+        )
+        assert refused.returncode != 0 and re.search(r"failed calling webhook", refused.stderr), refused.stderr
+        cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(bare_pod("other", {"app": "other"})))
+    finally:
+        webhook.start()
+    deadline = time.monotonic() + 30
+    while True:
+        created = cluster.kubectl(
+            "apply", "-n", ns, "-f", "-", stdin=json.dumps(bare_pod("sharded", {"gpu-shard.io/enabled": "true"})), check=False
+        )
+        if created.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert created.returncode == 0, created.stderr
+    assert "--tensor-split" in cluster.get_json("pod", "sharded", "-n", ns)["spec"]["containers"][0]["args"]
