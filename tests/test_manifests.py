@@ -44,6 +44,10 @@ def self_signed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str
     return objects(kustomize(copy / "overlays" / "self-signed")), certs
 
 
+def test_the_manifests_folder_itself_builds(base: list[dict[str, Any]]) -> None:
+    assert objects(kustomize(ROOT / "manifests")) == base
+
+
 def test_base_objects_are_valid_kubernetes_1_30(base: list[dict[str, Any]]) -> None:
     kinds = sorted(d["kind"] for d in base)
     assert kinds == sorted(
