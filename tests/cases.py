@@ -364,6 +364,16 @@ CASES: tuple[Case, ...] = (
         Expect(denied=frozenset({"bad-annotation"}), changed=False),
     ),
     Case(
+        "gpu-count annotation with a digit int() refuses (found by the fuzzer)",
+        pod(container(args=list(MODEL_ARGS)), annotations={"gpu-shard.io/gpu-count": "²"}),
+        Expect(denied=frozenset({"bad-annotation"}), changed=False),
+    ),
+    Case(
+        "--main-gpu with a superscript digit",
+        pod(container(args=[*MODEL_ARGS, "-mg", "¹"], gpus="2")),
+        Expect(denied=frozenset({"main-gpu-out-of-range"})),
+    ),
+    Case(
         "gpu-product annotation that is not a label value",
         pod(container(args=list(MODEL_ARGS), gpus="1"), annotations={"gpu-shard.io/gpu-product": "NVIDIA L4!"}),
         Expect(denied=frozenset({"bad-annotation"}), changed=False),

@@ -81,7 +81,7 @@ def _positive_int(text: str) -> int:
 
 
 def _gpu_layers(text: str) -> str:
-    if text in ("all", "auto") or (text.isdigit()):
+    if text in ("all", "auto") or (text.isascii() and text.isdigit()):
         return text
     raise ValueError(f"expected an integer, 'all' or 'auto', got {text!r}")
 

@@ -67,11 +67,16 @@ def tensor_split_problem(text: str) -> tuple[str, str] | None:
     return None
 
 
+def is_whole_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts '²' and other characters int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_gpu_layers(text: str) -> str | None:
     """The normalised -ngl value ('all', 'auto' or digits), or None if invalid."""
     value = text.strip().lower()
-    if value in ("all", "auto") or value.isdigit():
-        return str(int(value)) if value.isdigit() else value
+    if value in ("all", "auto") or is_whole_number(value):
+        return str(int(value)) if is_whole_number(value) else value
     return None
 
 
@@ -81,7 +86,7 @@ def parse_quantity(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_whole_number(value.strip()):
         return int(value.strip())
     return None
 

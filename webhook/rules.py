@@ -36,6 +36,7 @@ from webhook.plan import (
     container_field,
     gpu_quantities,
     is_opted_in,
+    is_whole_number,
     parse_gpu_layers,
     parse_quantity,
     parse_tensor_split,
@@ -174,7 +175,7 @@ def main_gpu(ctx: Context) -> list[Violation]:
     if ctx.gpus == 0 or setting is None or setting.value is None:
         return []
     text = setting.value.strip()
-    if text.isdigit() and int(text) < ctx.gpus:
+    if is_whole_number(text) and int(text) < ctx.gpus:
         return []
     return [Violation("main-gpu-out-of-range", f"{setting.spelling} '{text}' is not a GPU index of 0..{ctx.gpus - 1}", ctx.where(setting))]
 
