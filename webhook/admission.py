@@ -182,7 +182,7 @@ def object_name(request: Request) -> str:
 
 def preview_warnings(plan: ShardingPlan, config: Config, subject: str) -> list[str]:
     """What pods will get, in lines short enough for kubectl's warning display."""
-    lines = [f"gpu-shard: {subject} get {plan.summary().split(': ', 1)[1]}"]
+    lines = [f"gpu-shard: {subject} get {plan.gpus} {plan.resource}: {plan.flags()}"]
     if plan.set_count:
         lines.append(f"gpu-shard: {subject} get {plan.resource} limit {plan.gpus} (from annotation)")
     if config.inject_affinity and plan.gpus >= 2:

@@ -43,9 +43,11 @@ def load_client(kubeconfig: Path | None) -> Any:
     path = kubeconfig or Path(os.environ.get("KUBECONFIG", Path.home() / ".kube" / "config"))
     if not Path(path).exists():
         return None
-    api = client.ApiClient(configuration=client.Configuration())
-    config.load_kube_config(config_file=str(path), client_configuration=api.configuration)
-    return client.CoreV1Api(api)
+    # Load first: ApiClient builds its connection pool (CA, client certificate) from the
+    # configuration it is given, so loading into it afterwards would be ignored.
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(path), client_configuration=configuration)
+    return client.CoreV1Api(client.ApiClient(configuration=configuration))
 
 
 class NodeWatcher:

@@ -18,6 +18,7 @@ from webhook.config import Config
 from webhook.llamacpp import (
     FIT,
     GPU_LAYERS,
+    INJECTED_SPELLING,
     MAX_TENSOR_SPLIT_VALUES,
     SPLIT_MODE,
     SPLIT_MODES,
@@ -151,15 +152,15 @@ class ShardingPlan:
         }
         return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
+    def flags(self) -> str:
+        """The settings as the container gets them: flags, or LLAMA_ARG_* assignments."""
+        if self.channel == "args":
+            return " ".join(f"{INJECTED_SPELLING[key]} {value}" for key, value in self.settings()) or "no flags"
+        return " ".join(f"{key}={value}" for key, value in self.settings()) or "no flags"
+
     def summary(self) -> str:
         """One line for a person: what llama.cpp will be started with."""
-        from webhook.llamacpp import INJECTED_SPELLING
-
-        if self.channel == "args":
-            flags = " ".join(f"{INJECTED_SPELLING[key]} {value}" for key, value in self.settings())
-        else:
-            flags = " ".join(f"{key}={value}" for key, value in self.settings())
-        text = f"container {self.container} gets {self.gpus} {self.resource}: {flags or 'no flags'}"
+        text = f"container {self.container} gets {self.gpus} {self.resource}: {self.flags()}"
         if self.gpus > MAX_TENSOR_SPLIT_VALUES and self.tensor_split is None:
             text += f" (over {MAX_TENSOR_SPLIT_VALUES} GPUs: split left to llama.cpp)"
         if self.gpu_layers is None:

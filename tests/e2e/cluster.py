@@ -161,6 +161,7 @@ def control_plane(binaries: Path, workdir: Path) -> Iterator[Cluster]:
                     f"--etcd-servers=http://127.0.0.1:{etcd_client}",
                     "--bind-address=127.0.0.1",
                     "--advertise-address=127.0.0.1",
+                    "--endpoint-reconciler-type=none",  # no Endpoints for a loopback address (as envtest)
                     f"--secure-port={secure_port}",
                     f"--tls-cert-file={pki / 'tls.crt'}",
                     f"--tls-private-key-file={pki / 'tls.key'}",

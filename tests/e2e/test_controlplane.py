@@ -302,3 +302,33 @@ def test_failure_policy_refuses_opted_in_pods_while_the_webhook_is_down(cluster:
         time.sleep(0.5)
     assert created.returncode == 0, created.stderr
     assert "--tensor-split" in cluster.get_json("pod", "sharded", "-n", ns)["spec"]["containers"][0]["args"]
+
+
+def test_cluster_capacity_is_judged_from_the_real_nodes(cluster: Cluster, webhook: Webhook) -> None:
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "gpu-node-a", "labels": {"nvidia.com/gpu.count": "2", "nvidia.com/gpu.product": "NVIDIA-L4"}},
+        "status": {"capacity": {"nvidia.com/gpu": "2", "cpu": "8", "memory": "32Gi", "pods": "110"}},
+    }
+    node["status"]["allocatable"] = dict(node["status"]["capacity"])
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(node))
+    try:
+        stored = cluster.get_json("node", "gpu-node-a")
+        if stored.get("status", {}).get("allocatable", {}).get("nvidia.com/gpu") != "2":
+            cluster.kubectl(
+                "patch", "node", "gpu-node-a", "--subresource=status", "--type=merge", "-p", json.dumps({"status": node["status"]})
+            )
+        ns = namespace(cluster, "capacity")
+        four = str(ROOT / "manifests" / "examples" / "llama-70b-4gpu.yaml")
+        deadline = time.monotonic() + 30
+        while True:
+            result = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", four, check=False)
+            if result.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert "[exceeds-cluster-capacity]" in result.stderr and "gpu-node-a" in result.stderr, result.stderr
+        two = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(ROOT / "manifests" / "examples" / "llama-13b-2gpu.yaml"))
+        assert "Warning: gpu-shard: pods get 2 nvidia.com/gpu" in two.stderr
+    finally:
+        cluster.kubectl("delete", "node", "gpu-node-a", check=False)
