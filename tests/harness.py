@@ -86,6 +86,27 @@ def wait_ready(url: str, ca: str, process: subprocess.Popen[bytes], timeout: flo
 
 
 @contextmanager
+def background(
+    argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None, grace: float = 30.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A child in its own process group, output to ``log_path``; SIGTERM then SIGKILL on exit."""
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            list(argv), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env or dict(os.environ), start_new_session=True
+        )
+    try:
+        yield child
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGTERM)
+            try:
+                child.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+
+
+@contextmanager
 def running_server(
     tmp: Path, extra_args: Sequence[str] = (), env: dict[str, str] | None = None, cert_dir: Path | None = None, port: int | None = None
 ) -> Iterator[RunningServer]:
@@ -96,22 +117,10 @@ def running_server(
     checks = [] if "--kubeconfig" in extra_args else ["--cluster-checks", "false"]
     serve = ["serve", "--host", "127.0.0.1", "--port", str(port), "--cert-dir", str(cert_dir), *checks, *extra_args]
     command = [sys.executable, "-m", "webhook", *serve]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
-        )
-    server = RunningServer(process, port, cert_dir, log_path)
-    try:
+    with background(command, log_path, {**os.environ, **(env or {})}) as process:
+        server = RunningServer(process, port, cert_dir, log_path)
         wait_ready(server.url, server.ca, process)
         yield server
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def admission_review(

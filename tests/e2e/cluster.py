@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +22,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.harness import ROOT, free_port
+from tests.harness import ROOT, background, free_port
 from webhook.certs import make_bundle, write_bundle
 
 BUILD_SCRIPT = ROOT / "tests" / "e2e" / "controlplane" / "build.sh"
@@ -38,22 +36,8 @@ def build_control_plane() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-@contextmanager
-def process(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log_path, "wb") as log:
-        child = subprocess.Popen(
-            list(argv), stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
-        )
-    try:
-        yield child
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+def process(argv: Sequence[str], log_path: Path) -> Any:
+    return background(argv, log_path, grace=20)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import signal
 import subprocess
 import time
 import urllib.error
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ROOT, free_port
+from tests.harness import ROOT, background, free_port
 from webhook.llamacpp import SHELLS, image_flavour, option_table
 
 BUILD_SCRIPT = ROOT / "tests" / "e2e" / "build_llama_server.sh"
@@ -125,18 +124,8 @@ def wait_healthy(server: RunningLlama, timeout: float = 60) -> bool:
 @contextmanager
 def llama_process(argv: list[str], env: dict[str, str], port: int, log_path: Path) -> Iterator[RunningLlama]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LLAMA_ARG_")}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(argv, env={**clean, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with background(argv, log_path, {**clean, **env}, grace=10) as process:
         yield RunningLlama(process, port, log_path)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
 
 
 def start_container(container: dict[str, Any], binary: Path, model: Path, log_path: Path) -> Any:
