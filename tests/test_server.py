@@ -25,7 +25,7 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    with running_server(tmp_path_factory.mktemp("server"), ["--workers", "2", "--threads", "4"]) as running:
+    with running_server(tmp_path_factory.mktemp("server")) as running:  # the production defaults
         yield running
 
 

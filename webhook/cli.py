@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("GSW_CERT_DIR", "certs")),
         help="holds tls.crt and tls.key (created with a dev CA when absent)",
     )
-    serve.add_argument("--workers", type=int, default=_env_int("GSW_WORKERS", 2))
-    serve.add_argument("--threads", type=int, default=_env_int("GSW_THREADS", 4))
+    serve.add_argument("--workers", type=int, default=_env_int("GSW_WORKERS", 4))
+    serve.add_argument("--threads", type=int, default=_env_int("GSW_THREADS", 2))
     serve.add_argument("--keepalive", type=int, default=_env_int("GSW_KEEPALIVE", 95))
     serve.add_argument("--graceful-timeout", type=int, default=_env_int("GSW_GRACEFUL_TIMEOUT", 25))
     serve.add_argument(

@@ -9,8 +9,13 @@ Why these defaults (all overridable from ``serve``'s flags):
   90 s. Keeping ours open a little longer means the client, not the server,
   closes an idle connection, so it never writes a request into a socket the
   server is closing at that moment.
-* 2 workers x 4 threads on 2 cores: admissions are CPU-bound Python; more
-  threads only add GIL contention, more workers only add memory.
+* 4 workers x 2 threads on 2 cores: admissions are CPU-bound Python, so one
+  worker process uses at most one core whatever its threads. A kept-alive
+  connection stays with the worker that accepted it, and which worker accepts
+  is a race: with 2 workers, a pool of 8 connections often landed on one, and
+  throughput halved (about 1,100 instead of 2,700 admissions/s in 2 of 5 runs).
+  With 4 workers two busy ones are enough to fill both cores; measured 2,800 to
+  3,300/s in 5 of 5 runs (bench/RESULTS.md), for about 37 MiB per worker.
 * ``graceful_timeout`` 25 s: under the pod's 30 s termination grace period, so
   in-flight admissions finish after SIGTERM before the kubelet kills the pod.
 * ``io_timeout`` 10 s per blocking read or write (see ``certs.DeadlineSSLSocket``):
@@ -40,8 +45,8 @@ class ServeOptions:
     host: str = "0.0.0.0"
     port: int = 8443
     cert_dir: Path = Path("certs")
-    workers: int = 2
-    threads: int = 4
+    workers: int = 4
+    threads: int = 2
     keepalive: int = 95
     timeout: int = 30
     graceful_timeout: int = 25
