@@ -243,7 +243,13 @@ def test_tls_below_1_2_is_refused(server: RunningServer) -> None:
 
 def test_serve_creates_certificates_on_a_fresh_machine(tmp_path: Path) -> None:
     cert_dir = tmp_path / "fresh"
-    with running_server(tmp_path, cert_dir=cert_dir) as fresh:
+    metrics_dir = tmp_path / "not-yet" / "metrics"  # as the Deployment's PROMETHEUS_MULTIPROC_DIR on an empty /tmp
+    with running_server(tmp_path, cert_dir=cert_dir, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as fresh:
+        review = admission_review(by_name("plan test 3: 4-GPU 70B").fresh_pod())
+        requests.post(fresh.url + "/mutate", data=json.dumps(review), verify=str(cert_dir / "ca.crt"), timeout=5)
+        metrics = requests.get(fresh.url + "/metrics", verify=str(cert_dir / "ca.crt"), timeout=5).text
+        assert 'gpu_shard_injected_gpus_total{gpus="4"} 1.0' in metrics
+        assert list(metrics_dir.glob("*.db"))
         assert (cert_dir / "ca.crt").exists() and (cert_dir / "tls.key").stat().st_mode & 0o777 == 0o600
         assert "created a development CA" in fresh.log()
         assert requests.get(fresh.url + "/healthz", verify=str(cert_dir / "ca.crt"), timeout=5).status_code == 200

@@ -154,8 +154,12 @@ def run_certs(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     config = _config(args)
-    # prometheus_client picks its storage when first imported: set this before.
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gsw-metrics-"))
+    # prometheus_client picks its storage when first imported: set this before. The
+    # folder must exist and start empty (an emptyDir survives a container restart).
+    metrics_dir = Path(os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gsw-metrics-")))
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for stale in metrics_dir.glob("*.db"):
+        stale.unlink()
     from webhook import metrics
     from webhook.certs import CA_CERT, ensure_serving_files
     from webhook.inventory import cluster_rules

@@ -118,6 +118,10 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "proc_name": "gpu-shard-webhook",
             **self.hooks,
         }
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn >= 24 opens a control socket under $HOME: unused here, and
+            # unwritable with a read-only root filesystem.
+            settings["control_socket_disable"] = True
         for key, value in settings.items():
             self.cfg.set(key, value)
 
