@@ -59,3 +59,14 @@ def test_every_violation_message_says_what_to_change() -> None:
         for violation in review_pod(case.fresh_pod(), case.config).violations:
             assert violation.message and len(violation.message) < 300
             assert violation.field
+
+
+def test_summary_says_when_the_command_is_a_wrapper() -> None:
+    from tests.cases import by_name
+
+    wrapper = review_pod(
+        by_name("custom wrapper named by annotation gets env").fresh_pod(), by_name("custom wrapper named by annotation gets env").config
+    )
+    assert wrapper.plan is not None and "LLAMA_ARG_* through" in wrapper.plan.summary()
+    direct = review_pod(by_name("plan test 1: 2-GPU Llama-2-13B Deployment pod").fresh_pod(), CASES[0].config)
+    assert direct.plan is not None and "LLAMA_ARG_*" not in direct.plan.summary()

@@ -125,6 +125,7 @@ class ShardingPlan:
     set_count: bool  # write the GPU count into limits/requests (annotation decided it)
     products: tuple[str, ...] = ()
     asked: frozenset[str] = field(default_factory=frozenset)  # keys set by annotation
+    argv_understood: bool = True  # False: a wrapper we cannot read; settings go through env
 
     def settings(self) -> list[tuple[str, str]]:
         """(option key, value) in injection order."""
@@ -165,6 +166,8 @@ class ShardingPlan:
             text += f" (over {MAX_TENSOR_SPLIT_VALUES} GPUs: split left to llama.cpp)"
         if self.gpu_layers is None:
             text += " (layers: llama.cpp --fit decides)"
+        if not self.argv_understood:
+            text += " (its command is not llama-server itself: it must pass LLAMA_ARG_* through)"
         return text
 
 
@@ -393,5 +396,6 @@ def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
         set_count=set_count,
         products=products,
         asked=frozenset(asked),
+        argv_understood=target.launch.recognised,
     )
     return Planning(target, gpus, plan, ())
