@@ -26,7 +26,7 @@ import requests
 import yaml
 
 from tests.e2e.cluster import Cluster, build_control_plane, control_plane, webhook_overlay
-from tests.examples import EXAMPLE_EXPECTATIONS, ExampleExpect, example_files
+from tests.examples import EXAMPLE_EXPECTATIONS, PRECEDENCE_ANNOTATION, ExampleExpect, example_files
 from tests.harness import ROOT, RunningServer, free_port, make_certs, running_server
 from webhook.certs import make_bundle, write_bundle
 
@@ -50,10 +50,9 @@ class Webhook:
     server: RunningServer | None = None
     _context: Any = None
 
-    def start(self) -> RunningServer:
-        self._context = running_server(
-            self.directory, ["--kubeconfig", str(self.kubeconfig)], cert_dir=self.directory / "certs", port=self.port
-        )
+    def start(self, env: dict[str, str] | None = None) -> RunningServer:
+        arguments = ["--kubeconfig", str(self.kubeconfig)]
+        self._context = running_server(self.directory, arguments, env=env, cert_dir=self.directory / "certs", port=self.port)
         self.server = self._context.__enter__()
         return self.server
 
@@ -79,7 +78,8 @@ def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
     configurations = [d for d in yaml.safe_load_all(rendered) if d and d["kind"].endswith("WebhookConfiguration")]
     assert len(configurations) == 2
     cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(configurations))
-    time.sleep(2)  # the API server's webhook informer picks the configurations up
+    # The API server's webhook informer picks the configurations up asynchronously.
+    until_pod_dry_run_shows(cluster, bare_pod("probe", {"gpu-shard.io/enabled": "true"}), "--tensor-split")
     yield handle
     handle.stop()
 
@@ -171,6 +171,17 @@ def test_dry_run_server_shows_every_violation(cluster: Cluster, webhook: Webhook
     assert cluster.kubectl("get", "deployment", "broken", "-n", ns, check=False).returncode != 0
 
 
+def until_pod_dry_run_shows(cluster: Cluster, pod: dict[str, Any], token: str, timeout: float = 60) -> None:
+    """Wait until a server-side dry run of ``pod`` comes back with ``token`` in its args."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(pod), check=False)
+        if result.returncode == 0 and token in json.loads(result.stdout)["spec"]["containers"][0].get("args", []):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the API server did not start calling the webhook within {timeout}s")
+
+
 def bare_pod(name: str, labels: dict[str, str], gpus: str = "2") -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -259,8 +270,8 @@ def test_reinvocation_after_another_mutating_webhook_does_not_duplicate(cluster:
         ],
     }
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(configuration))
-    time.sleep(2)
     try:
+        until_pod_dry_run_shows(cluster, bare_pod("probe", {"gpu-shard.io/enabled": "true", "gsw-test/second-mutator": "on"}), "--metrics")
         ns = namespace(cluster, "reinvocation")
         cluster.kubectl(
             "apply",
@@ -332,3 +343,18 @@ def test_cluster_capacity_is_judged_from_the_real_nodes(cluster: Cluster, webhoo
         assert "Warning: gpu-shard: pods get 2 nvidia.com/gpu" in two.stderr
     finally:
         cluster.kubectl("delete", "node", "gpu-node-a", check=False)
+
+
+def test_precedence_4c_with_the_annotation_winning_through_a_real_api_server(cluster: Cluster, webhook: Webhook) -> None:
+    webhook.stop()
+    webhook.start(PRECEDENCE_ANNOTATION.settings)
+    try:
+        until_pod_dry_run_shows(cluster, bare_pod("probe", {"gpu-shard.io/enabled": "true"}), "--tensor-split")
+        ns = namespace(cluster, "precedence-4c")
+        path = ROOT / "manifests" / "examples" / "precedence-4c-both.yaml"
+        cluster.kubectl("apply", "-n", ns, "-f", str(path))
+        pod = cluster.wait_for("pods", "-n", ns, "-l", f"app={PRECEDENCE_ANNOTATION.name}")
+        check_pod(pod, PRECEDENCE_ANNOTATION, original_workloads(path)[PRECEDENCE_ANNOTATION.name])
+    finally:
+        webhook.stop()
+        webhook.start()
