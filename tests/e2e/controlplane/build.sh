@@ -22,7 +22,8 @@ started=$(date +%s)
 (
   cd "$here"
   # Without cgo: static binaries, and no C toolchain differences between machines.
-  CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath" go build -ldflags "-s -w" -o "$cache.partial/" \
+  # No VCS stamp: the checkout may belong to another user, which git refuses to read.
+  CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -trimpath -buildvcs=false" go build -ldflags "-s -w" -o "$cache.partial/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl ./etcd
 ) >&2
 rm -rf "$cache"
