@@ -52,16 +52,16 @@ class Tally:
 
 
 def dropped(sock: socket.socket | None) -> bool:
-    """True when the peer closed the connection (EOF or reset pending)."""
+    """True when an idle connection has anything to read: the peer closed it (or, for TLS,
+    sent a record such as a session ticket). urllib3 and Go's HTTP client treat a
+    readable idle connection the same way: not worth reusing."""
     if sock is None:
         return True
     try:
         readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        return sock.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
+    return bool(readable)
 
 
 BodyFactory = Callable[[str], bytes]

@@ -97,3 +97,22 @@ def test_running_server_serves_a_rotated_certificate_to_new_connections(tmp_path
                 break
             time.sleep(0.1)
         assert fingerprint(rotated.tls_cert)[:16] in ready.text
+
+
+def test_graceful_close_waits_for_the_peer_only_briefly(tmp_path: Path) -> None:
+    import socket as sockets
+
+    from webhook.certs import DeadlineSSLSocket
+
+    write_bundle(make_bundle(["localhost"]), tmp_path)
+    watcher = CertWatcher(tmp_path / "tls.crt", tmp_path / "tls.key", io_timeout=7.0)
+    left, right = sockets.socketpair()
+    with left, right:
+        wrapped = watcher.context().wrap_socket(left, server_side=True, do_handshake_on_connect=False)
+        assert isinstance(wrapped, DeadlineSSLSocket)
+        wrapped.setblocking(True)
+        assert wrapped.gettimeout() == 7.0, "blocking reads and writes carry the I/O deadline"
+        wrapped.shutdown(sockets.SHUT_WR)  # what gunicorn's close_graceful does first
+        wrapped.settimeout(2.0)  # then it waits up to 2 s for the peer on its event loop
+        assert wrapped.gettimeout() == wrapped.close_linger == 0.1
+        wrapped.close()
