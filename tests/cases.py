@@ -459,9 +459,9 @@ CASES: tuple[Case, ...] = (
         Expect(args_has=SPLIT_2, toleration=True),
     ),
     Case(
-        "AMD GPUs take the same flags",
+        "AMD GPUs take the same flags, and no NVIDIA node affinity",
         pod(container(image="ghcr.io/ggml-org/llama.cpp:server-rocm", args=list(MODEL_ARGS), gpus="2", resource="amd.com/gpu")),
-        Expect(args_has=(ngl(), *SPLIT_2)),
+        Expect(args_has=(ngl(), *SPLIT_2), node_expressions=()),
     ),
     Case(
         "affinity switched off for clusters without GPU Feature Discovery",

@@ -26,6 +26,7 @@ class Config:
     max_gpus_per_node: int = 8
     precedence: Precedence = "reject"
     inject_affinity: bool = True
+    affinity_resources: tuple[str, ...] = ("nvidia.com/gpu",)
     gpu_count_label: str = "nvidia.com/gpu.count"
     sharing_strategy_label: str = "nvidia.com/gpu.sharing-strategy"
     shared_strategies: tuple[str, ...] = ("time-slicing", "mps")
@@ -102,6 +103,12 @@ SETTINGS: tuple[Setting, ...] = (
         "GSW_INJECT_AFFINITY",
         parse_boolean,
         "Inject node affinity on GPU Feature Discovery labels (off for clusters without GFD).",
+    ),
+    Setting(
+        "affinity_resources",
+        "GSW_AFFINITY_RESOURCES",
+        _csv,
+        "GPU resources whose pods get the node affinity (the default labels are NVIDIA GPU Feature Discovery's).",
     ),
     Setting("gpu_count_label", "GSW_GPU_COUNT_LABEL", str, "Node label holding the number of physical GPUs."),
     Setting("sharing_strategy_label", "GSW_SHARING_STRATEGY_LABEL", str, "Node label naming the GPU sharing strategy."),

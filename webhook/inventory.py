@@ -115,7 +115,7 @@ def judge(plan: ShardingPlan, inventory: Inventory, config: Config) -> tuple[lis
         ], []
 
     warnings: list[str] = []
-    expressions = gpu_node_expressions(plan.gpus, plan.products, config) if config.inject_affinity else []
+    expressions = gpu_node_expressions(plan.gpus, plan.products, plan.resource, config)
     if expressions and not any(config.gpu_count_label in n.labels for n in schedulable):
         warnings.append(
             f"gpu-shard: no node has the label {config.gpu_count_label}, so the injected affinity matches none; "

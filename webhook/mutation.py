@@ -53,10 +53,9 @@ def mutate(pod: dict[str, Any], config: Config) -> Mutation:
     tolerations = with_gpu_toleration(spec.get("tolerations"), plan.resource)
     if tolerations is not spec.get("tolerations"):
         spec["tolerations"] = tolerations
-    if config.inject_affinity:
-        affinity = with_node_expressions(spec.get("affinity"), gpu_node_expressions(plan.gpus, plan.products, config))
-        if affinity is not spec.get("affinity"):
-            spec["affinity"] = affinity
+    affinity = with_node_expressions(spec.get("affinity"), gpu_node_expressions(plan.gpus, plan.products, plan.resource, config))
+    if affinity is not spec.get("affinity"):
+        spec["affinity"] = affinity
 
     metadata = dict(as_dict(pod.get("metadata")))
     annotations = dict(as_dict(metadata.get("annotations")))

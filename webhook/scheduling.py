@@ -38,8 +38,15 @@ def with_gpu_toleration(tolerations: Any, resource: str) -> list[Any]:
     return [*existing, gpu_toleration(resource)]
 
 
-def gpu_node_expressions(gpus: int, products: tuple[str, ...], config: Config) -> list[dict[str, Any]]:
-    """The node-selector requirements a pod with ``gpus`` GPUs needs."""
+def gpu_node_expressions(gpus: int, products: tuple[str, ...], resource: str, config: Config) -> list[dict[str, Any]]:
+    """The node-selector requirements a pod with ``gpus`` of ``resource`` needs.
+
+    None when affinity is switched off, or for a resource the node labels do not
+    describe: the default labels are NVIDIA GPU Feature Discovery's, and an AMD pod
+    required to match ``nvidia.com/gpu.count`` would never be scheduled.
+    """
+    if not config.inject_affinity or resource not in config.affinity_resources:
+        return []
     expressions: list[dict[str, Any]] = []
     if gpus >= 2:
         # GFD's count label counts physical GPUs; allocatable is inflated by time-slicing.
