@@ -1,4 +1,4 @@
-"""The Flask app: HTTP in, :mod:`webhook.admission` decides, HTTP out.
+"""The HTTP edge: HTTP in, :mod:`webhook.admission` decides, HTTP out.
 
 This module only translates. Status codes: 200 with an AdmissionReview for
 every request that could be read, 400 with a one-line reason for a malformed
@@ -13,10 +13,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import ClientDisconnected, HTTPException
+from werkzeug.exceptions import HTTPException
 
 from webhook import admission, metrics
 from webhook.config import Config
@@ -51,6 +52,103 @@ def _text(status: int, reason: str) -> Response:
     return Response(reason.replace("\n", " ") + "\n", status=status, mimetype="text/plain")
 
 
+Answer = tuple[int, bytes, str]  # status, body, content type
+
+
+def _reason(status: int, reason: str) -> Answer:
+    return status, (reason.replace("\n", " ") + "\n").encode(), "text/plain; charset=utf-8"
+
+
+class AdmissionEndpoints:
+    """``/mutate`` and ``/validate`` as a bare WSGI layer in front of the Flask app.
+
+    These paths see thousands of requests a second, and Flask's per-request
+    machinery (request context, routing, Response objects) cost 136-187 us of the
+    roughly 650 us of CPU an admission takes end to end, more than the decision
+    itself (measured in-process; see bench/RESULTS.md). So they are answered
+    here; health, readiness, metrics and every other path stay in Flask.
+    """
+
+    def __init__(self, flask_wsgi: Callable[..., Any], config: Config, extra: ExtraRules, allow_endpoint: bool) -> None:
+        self.flask_wsgi = flask_wsgi
+        self.config = config
+        self.routes: dict[str, tuple[str, Callable[[admission.Request], admission.Decision]]] = {
+            "/mutate": ("mutate", lambda review: admission.mutate(review, config)),
+            "/validate": ("validate", lambda review: admission.validate(review, config, extra)),
+        }
+        if allow_endpoint:  # benchmark baseline: the same HTTP, TLS, JSON, log and metrics work, no decision
+            self.routes["/allow"] = ("allow", lambda review: admission.Decision(admission.allowed(review.uid), "allowed"))
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        route = self.routes.get(path)
+        if route is None:
+            return self.flask_wsgi(environ, start_response)
+        method = environ.get("REQUEST_METHOD", "")
+        if method != "POST":
+            status, body, content_type = _reason(405, f"{method} is not allowed on {path}")
+        else:
+            try:
+                status, body, content_type = self.admit(route[0], route[1], environ)
+            except Exception:  # a bug of ours outside the decision: still an answer, never a dead worker
+                log.exception(json.dumps({"webhook": route[0], "decision": "error"}))
+                status, body, content_type = _reason(500, "internal error; see the webhook's log")
+        start_response(
+            f"{status} {HTTPStatus(status).phrase}",
+            [("Content-Type", content_type), ("Content-Length", str(len(body)))],
+        )
+        return [body]
+
+    def _read_body(self, webhook: str, environ: dict[str, Any]) -> bytes | Answer:
+        limit = self.config.body_limit
+        stream = environ.get("wsgi.input")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            return _reason(400, "Content-Length is not a number")
+        if length > limit:
+            _drain(stream, length)
+            metrics.ADMISSIONS.labels(webhook, "unknown", "too_large").inc()
+            log.warning(json.dumps({"webhook": webhook, "decision": "too_large", "bytes": length}))
+            return _reason(413, f"request body of {length} bytes is above the limit of {limit} bytes")
+        try:
+            body = stream.read(length if length >= 0 else limit + 1) if stream is not None else b""
+        except (OSError, ValueError):  # the I/O deadline fired, or the client went away
+            body = b""
+        if length < 0 and len(body) > limit:
+            return _reason(413, f"request body above the limit of {limit} bytes")
+        if length > 0 and len(body) < length:
+            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
+            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": "incomplete body"}))
+            return _reason(400, f"request body ended after {len(body)} of {length} bytes (client stalled or disconnected)")
+        return bytes(body)
+
+    def admit(self, webhook: str, decide: Callable[[admission.Request], admission.Decision], environ: dict[str, Any]) -> Answer:
+        started = time.perf_counter()
+        body = self._read_body(webhook, environ)
+        if isinstance(body, tuple):
+            return body
+        try:
+            review = admission.decode(body)
+        except admission.MalformedRequest as error:
+            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
+            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": str(error)}))
+            return _reason(400, f"bad AdmissionReview: {error}")
+        try:
+            decision = decide(review)
+        except admission.MalformedRequest as error:
+            metrics.ADMISSIONS.labels(webhook, review.operation, "bad_request").inc()
+            log.warning(json.dumps({"webhook": webhook, "uid": review.uid, "decision": "bad_request", "reason": str(error)}))
+            return _reason(400, f"bad AdmissionReview: {error}")
+        except Exception:
+            metrics.ADMISSIONS.labels(webhook, review.operation, "error").inc()
+            log.exception(json.dumps({"webhook": webhook, "uid": review.uid, "decision": "error"}))
+            return _reason(500, f"internal error answering {review.uid}; see the webhook's log")
+        payload = admission.encode(decision.response)
+        _record(webhook, review, decision, time.perf_counter() - started)
+        return 200, payload, "application/json"
+
+
 def create_app(
     config: Config,
     readiness: Readiness | None = None,
@@ -58,60 +156,7 @@ def create_app(
     allow_endpoint: bool = False,
 ) -> Flask:
     app = Flask("gpu_shard_webhook")
-    app.config["MAX_CONTENT_LENGTH"] = config.body_limit
-    extra = extra_rules or no_extra_rules
-
-    def admit(webhook: str, decide: Callable[[admission.Request], admission.Decision]) -> Response:
-        started = time.perf_counter()
-        if (request.content_length or 0) > config.body_limit:
-            _drain(request.environ.get("wsgi.input"), request.content_length or 0)
-            metrics.ADMISSIONS.labels(webhook, "unknown", "too_large").inc()
-            log.warning(json.dumps({"webhook": webhook, "decision": "too_large", "bytes": request.content_length}))
-            return _text(413, f"request body of {request.content_length} bytes is above the limit of {config.body_limit} bytes")
-        try:
-            body = request.get_data(cache=False)
-        except ClientDisconnected:
-            body = b""
-        if request.content_length and len(body) < request.content_length:
-            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
-            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": "incomplete body"}))
-            return _text(400, f"request body ended after {len(body)} of {request.content_length} bytes (client stalled or disconnected)")
-        try:
-            review = admission.decode(body)
-        except admission.MalformedRequest as error:
-            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
-            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": str(error)}))
-            return _text(400, f"bad AdmissionReview: {error}")
-        try:
-            decision = decide(review)
-        except admission.MalformedRequest as error:
-            metrics.ADMISSIONS.labels(webhook, review.operation, "bad_request").inc()
-            log.warning(json.dumps({"webhook": webhook, "uid": review.uid, "decision": "bad_request", "reason": str(error)}))
-            return _text(400, f"bad AdmissionReview: {error}")
-        except Exception:
-            metrics.ADMISSIONS.labels(webhook, review.operation, "error").inc()
-            log.exception(json.dumps({"webhook": webhook, "uid": review.uid, "decision": "error"}))
-            return _text(500, f"internal error answering {review.uid}; see the webhook's log")
-        payload = admission.encode(decision.response)
-        elapsed = time.perf_counter() - started
-        _record(webhook, review, decision, elapsed)
-        return Response(payload, status=200, mimetype="application/json")
-
-    @app.post("/mutate")
-    def mutate() -> Response:
-        return admit("mutate", lambda review: admission.mutate(review, config))
-
-    @app.post("/validate")
-    def validate() -> Response:
-        return admit("validate", lambda review: admission.validate(review, config, extra))
-
-    if allow_endpoint:
-
-        @app.post("/allow")
-        def allow_everything() -> Response:
-            """Benchmark baseline: the same HTTP, TLS and JSON work with no decision at all."""
-            review = admission.decode(request.get_data(cache=False))
-            return Response(admission.encode(admission.allowed(review.uid)), status=200, mimetype="application/json")
+    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, config, extra_rules or no_extra_rules, allow_endpoint)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -132,7 +177,6 @@ def create_app(
         reasons = {
             404: f"no such path {request.path}; the webhook serves /mutate, /validate, /healthz, /readyz, /metrics",
             405: f"{request.method} is not allowed on {request.path}",
-            413: f"request body above the limit of {config.body_limit} bytes",
         }
         code = error.code or 500
         return _text(code, reasons.get(code, error.description or error.name))
