@@ -43,6 +43,7 @@ class FakeCluster:
         self.oldest_valid = 0
         self.nodes: dict[str, dict[str, Any]] = {}
         self.watchers: list[queue.Queue[Any]] = []
+        self.history: list[tuple[int, dict[str, Any]]] = []  # replayed to a watch that resumes
         self.requests: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -83,8 +84,10 @@ class FakeCluster:
                 self.nodes.pop(node["metadata"]["name"], None)
             else:
                 self.nodes[node["metadata"]["name"]] = node
+            event = {"type": kind, "object": node}
+            self.history.append((self.version, event))
             for watcher in self.watchers:
-                watcher.put({"type": kind, "object": node})
+                watcher.put(event)
 
     def add(self, node: dict[str, Any]) -> None:
         self._event("ADDED", node)
@@ -149,6 +152,10 @@ class FakeCluster:
                 with cluster.lock:
                     expired = since < cluster.oldest_valid
                     if not expired:
+                        # Like kube-apiserver's watch cache: every event after `since`, then live ones.
+                        for version, event in cluster.history:
+                            if version > since:
+                                events.put(event)
                         cluster.watchers.append(events)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
