@@ -173,6 +173,7 @@ def test_slow_and_idle_clients_do_not_starve_the_workers(tmp_path: Path, figures
     )
     assert tally.failed == 0 and tally.ok > 0, tally.failures
     assert tally.ok_between(started, started + 2) > 0, "normal requests were served while slow clients held connections"
+    assert tally.ok_between(started + 1, started + 2) > 0, "no worker was stalled by the idle connections (first-byte wait 0.5 s)"
     for received in answers:  # a stalled request is answered 400 and its connection closed
         assert received == b"" or (received.startswith(b"HTTP/1.1 400") and b"client stalled" in received), received
 

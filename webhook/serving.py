@@ -82,10 +82,26 @@ def readiness(watcher: CertWatcher, config: Config) -> Callable[[], tuple[bool, 
     return check
 
 
+# gunicorn's gthread worker gives each new connection a pool thread that waits up to
+# 5 s for its first byte before parking it in the event loop. A client that connects
+# and sends nothing therefore holds a thread for 5 s, and a couple of them stall a
+# 2-thread worker (seen in the fault tier). A real client's TLS ClientHello arrives
+# within milliseconds of the connect, so half a second is plenty.
+FIRST_BYTE_WAIT = 0.5
+
+
+def limit_first_byte_wait() -> None:
+    from gunicorn.workers import gthread
+
+    if hasattr(gthread, "DEFAULT_WORKER_DATA_TIMEOUT"):
+        gthread.DEFAULT_WORKER_DATA_TIMEOUT = min(gthread.DEFAULT_WORKER_DATA_TIMEOUT, FIRST_BYTE_WAIT)
+
+
 class WebhookServer(BaseApplication):  # type: ignore[misc]
     """gunicorn with the Flask app built once in the master (preload) and forked."""
 
     def __init__(self, app: Any, watcher: CertWatcher, options: ServeOptions, hooks: dict[str, Any] | None = None) -> None:
+        limit_first_byte_wait()  # in the master, before the workers fork
         self.application = app
         self.watcher = watcher
         self.options = options
