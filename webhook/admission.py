@@ -19,7 +19,7 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 from webhook.config import Config
 from webhook.patch import Operation
@@ -33,31 +33,14 @@ MAX_WARNING_LENGTH = 120
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 
 
-class GroupVersionKind(TypedDict):
-    group: str
-    version: str
-    kind: str
-
-
-class AdmissionRequestWire(TypedDict, total=False):
-    """The fields of ``request`` this webhook reads (the wire format, for readers)."""
-
-    uid: str
-    kind: GroupVersionKind
-    operation: str
-    namespace: str
-    name: str
-    object: dict[str, Any]
-    oldObject: dict[str, Any] | None
-    dryRun: bool
-
-
 class MalformedRequest(ValueError):
     """The request is not a usable AdmissionReview; answered with HTTP 400."""
 
 
 @dataclass(frozen=True)
 class Request:
+    """The fields of an AdmissionReview v1 ``request`` this webhook reads, checked."""
+
     uid: str
     kind: str
     operation: str

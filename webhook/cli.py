@@ -174,7 +174,6 @@ def run_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(
         host=args.host,
         port=args.port,
-        cert_dir=args.cert_dir,
         workers=args.workers,
         threads=args.threads,
         keepalive=args.keepalive,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from webhook.config import Config
@@ -124,7 +124,6 @@ class ShardingPlan:
     tensor_split: str | None
     set_count: bool  # write the GPU count into limits/requests (annotation decided it)
     products: tuple[str, ...] = ()
-    asked: frozenset[str] = field(default_factory=frozenset)  # keys set by annotation
     argv_understood: bool = True  # False: a wrapper we cannot read; settings go through env
 
     def settings(self) -> list[tuple[str, str]]:
@@ -304,7 +303,6 @@ def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
         value = annotations.get(key)
         return key, (None if value is None else str(value))
 
-    asked: set[str] = set()
     layers_key, layers = annotation("n-gpu-layers")
     gpu_layers: str | None = config.default_gpu_layers
     if layers is not None:
@@ -317,25 +315,21 @@ def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
                     f"metadata.annotations[{layers_key}]",
                 )
             )
-        asked.add(GPU_LAYERS)
     if gpu_layers == "auto":
         gpu_layers = None
 
     mode_key, split_mode = annotation("split-mode")
-    if split_mode is not None:
-        asked.add(SPLIT_MODE)
-        if split_mode not in SPLIT_MODES:
-            problems.append(
-                Violation(
-                    "split-mode-unknown",
-                    f"split-mode '{split_mode}' must be one of {', '.join(SPLIT_MODES)}",
-                    f"metadata.annotations[{mode_key}]",
-                )
+    if split_mode is not None and split_mode not in SPLIT_MODES:
+        problems.append(
+            Violation(
+                "split-mode-unknown",
+                f"split-mode '{split_mode}' must be one of {', '.join(SPLIT_MODES)}",
+                f"metadata.annotations[{mode_key}]",
             )
+        )
 
     split_key, tensor_split = annotation("tensor-split")
     if tensor_split is not None:
-        asked.add(TENSOR_SPLIT)
         problem = tensor_split_problem(tensor_split)
         if problem is not None:
             problems.append(Violation(problem[0], problem[1], f"metadata.annotations[{split_key}]"))
@@ -395,7 +389,6 @@ def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
         tensor_split=tensor_split,
         set_count=set_count,
         products=products,
-        asked=frozenset(asked),
         argv_understood=target.launch.recognised,
     )
     return Planning(target, gpus, plan, ())

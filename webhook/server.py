@@ -48,15 +48,17 @@ def _drain(stream: Any, length: int) -> None:
         remaining -= len(chunk)
 
 
-def _text(status: int, reason: str) -> Response:
-    return Response(reason.replace("\n", " ") + "\n", status=status, mimetype="text/plain")
-
-
 Answer = tuple[int, bytes, str]  # status, body, content type
 
 
 def _reason(status: int, reason: str) -> Answer:
+    """A one-line plain-text answer (never a traceback, never two lines)."""
     return status, (reason.replace("\n", " ") + "\n").encode(), "text/plain; charset=utf-8"
+
+
+def _text(status: int, reason: str) -> Response:
+    code, body, content_type = _reason(status, reason)
+    return Response(body, status=code, content_type=content_type)
 
 
 class AdmissionEndpoints:

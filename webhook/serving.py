@@ -44,7 +44,6 @@ from webhook.review import review_pod
 class ServeOptions:
     host: str = "0.0.0.0"
     port: int = 8443
-    cert_dir: Path = Path("certs")
     workers: int = 4
     threads: int = 2
     keepalive: int = 95
