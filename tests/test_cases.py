@@ -26,6 +26,7 @@ def test_scenario(case: Case) -> None:
 
     again = review_pod(applied, case.config)
     assert again.patch == [], "mutating twice must give the same pod"
+    assert again.violations == review.violations, "the admitted pod is judged as the mutation judged it"
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.expect.changed], ids=lambda c: c.name)

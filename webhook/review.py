@@ -50,12 +50,15 @@ def mutate_pod(pod: dict[str, Any], config: Config) -> tuple[list[Operation], Sh
 
 def review_pod(pod: dict[str, Any], config: Config, extra: ExtraRules = no_extra_rules) -> Review:
     mutation = mutate(pod, config)
-    found = violations(mutation.pod, config)
+    patch = diff(pod, mutation.pod)
+    # Pods reach /validate already mutated: the patch is then empty, and the planning the
+    # mutation made is the planning of the pod the rules judge -- no need to plan again.
+    found = violations(mutation.pod, config, None if patch else mutation.planning)
     warnings: list[str] = []
     if mutation.plan is not None or found:
         more, warnings = extra(mutation.pod, mutation.plan)
         found = [*found, *more]
-    return Review(mutation.pod, diff(pod, mutation.pod), found, mutation.plan, warnings)
+    return Review(mutation.pod, patch, found, mutation.plan, warnings)
 
 
 def as_pod(obj: dict[str, Any], kind: str, namespace: str = "") -> dict[str, Any] | None:

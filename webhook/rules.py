@@ -30,6 +30,7 @@ from webhook.llamacpp import (
 )
 from webhook.plan import (
     MIG_PREFIX,
+    Planning,
     annotations_of,
     as_dict,
     as_list,
@@ -285,11 +286,15 @@ def resource_violations(pod: Mapping[str, Any], config: Config) -> list[Violatio
     return found
 
 
-def violations(pod: Mapping[str, Any], config: Config) -> list[Violation]:
-    """Everything wrong with an opted-in pod as it will run; [] for pods that did not opt in."""
+def violations(pod: Mapping[str, Any], config: Config, planning: Planning | None = None) -> list[Violation]:
+    """Everything wrong with an opted-in pod as it will run; [] for pods that did not opt in.
+
+    ``planning`` may be passed when it was made for this very pod (not for the pod
+    before a mutation changed it), to save planning twice.
+    """
     if not is_opted_in(pod, config):
         return []
-    planning = plan_pod(pod, config)
+    planning = planning or plan_pod(pod, config)
     found = list(planning.problems)
     found.extend(v for v in resource_violations(pod, config) if v not in found)
     target = planning.target
