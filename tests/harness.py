@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,16 @@ class RunningServer:
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout
         return [int(pid) for pid in out.split()]
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 30.0, poll: float = 0.02) -> float:
+    """Seconds until ``condition()`` held; AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(poll)
+    raise AssertionError(f"condition not reached in {timeout} s")
 
 
 def verifying_session(ca: str) -> requests.Session:

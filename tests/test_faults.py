@@ -11,14 +11,13 @@ import signal
 import socket
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.cases import by_name
-from tests.harness import admission_review, running_server
+from tests.harness import admission_review, eventually, running_server
 from tests.loadclient import LoadClient, Tally, dropped
 from webhook.certs import fingerprint, make_bundle, write_bundle
 
@@ -30,15 +29,6 @@ PLACEHOLDER = json.loads(TEMPLATE)["request"]["uid"]
 
 def body(uid: str) -> bytes:
     return TEMPLATE.replace(PLACEHOLDER, uid).encode()
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 30.0) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if condition():
-            return time.monotonic() - started
-        time.sleep(0.02)
-    raise AssertionError("condition not reached")
 
 
 def throughput(tally: Tally, start: float, end: float) -> float:

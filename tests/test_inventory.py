@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import yaml
 
 from tests.cases import by_name, container, pod
 from tests.fake_apiserver import FakeCluster, gpu_node
-from tests.harness import ROOT, admission_review, running_server
+from tests.harness import ROOT, admission_review, eventually, running_server
 from webhook.config import Config
 from webhook.inventory import Inventory, cluster_rules, expression_matches, inventory_from, node_facts
 from webhook.nodewatch import NodeWatcher, load_client
@@ -119,15 +118,6 @@ def cluster() -> Iterator[FakeCluster]:
     fake = FakeCluster().start()
     yield fake
     fake.close()
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not reached")
 
 
 def test_watch_converges_through_events_410_and_dropped_connections(cluster: FakeCluster, tmp_path: Path) -> None:

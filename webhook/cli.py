@@ -138,7 +138,7 @@ def run_preview(args: argparse.Namespace) -> int:
         return 2
     results = [preview_object(obj, config, extra) for obj in objects(documents)]
     sys.stdout.write(render(results))
-    denied = [r for r in results if r.pod is not None and not r.admitted]
+    denied = [r for r in results if r.review is not None and not r.review.allowed]
     print(f"preview: {len(results) - len(denied)} admitted, {len(denied)} denied", file=sys.stderr)
     return 1 if denied else 0
 

@@ -16,8 +16,7 @@ import yaml
 
 from webhook.config import Config
 from webhook.plan import as_dict
-from webhook.review import ExtraRules, no_extra_rules, review_object
-from webhook.violation import Violation
+from webhook.review import ExtraRules, Review, no_extra_rules, review_object
 from webhook.workloads import TEMPLATE_PATHS
 
 
@@ -25,14 +24,7 @@ from webhook.workloads import TEMPLATE_PATHS
 class Previewed:
     kind: str
     name: str
-    pod: dict[str, Any] | None  # None: not a pod or workload
-    violations: list[Violation]
-    summary: str | None
-    warnings: list[str]
-
-    @property
-    def admitted(self) -> bool:
-        return not self.violations
+    review: Review | None  # None: not a pod or workload
 
 
 def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
@@ -51,26 +43,25 @@ def preview_object(obj: dict[str, Any], config: Config, extra: ExtraRules = no_e
     metadata = as_dict(obj.get("metadata"))
     name = str(metadata.get("name") or metadata.get("generateName") or "")
     if kind != "Pod" and kind not in TEMPLATE_PATHS:
-        return Previewed(kind, name, None, [], None, [])
-    review = review_object(obj, kind, config, str(metadata.get("namespace") or ""), extra)
-    if review is None:
-        return Previewed(kind, name, None, [], None, [])
-    return Previewed(kind, name, review.pod, review.violations, review.summary(), review.warnings)
+        return Previewed(kind, name, None)
+    return Previewed(kind, name, review_object(obj, kind, config, str(metadata.get("namespace") or ""), extra))
 
 
 def render(results: Iterable[Previewed]) -> str:
     """A YAML stream: each admitted pod, with the decision in comments above it."""
     chunks = []
     for result in results:
-        if result.pod is None:
+        review = result.review
+        if review is None:
             chunks.append(f"# {result.kind} {result.name}: not a pod or workload, skipped\n")
             continue
         subject = f"{result.kind} {result.name}" + (" (pod template)" if result.kind != "Pod" else "")
-        lines = [f"--- # {subject}: {'admitted' if result.admitted else 'DENIED'}"]
-        lines += [f"# gpu-shard: {result.summary}"] if result.summary else ["# gpu-shard: unchanged"]
-        lines += [f"# warning: {w}" for w in result.warnings]
-        lines += [f"# violation: {v.render()}" for v in result.violations]
-        if result.admitted:
-            lines.append(yaml.safe_dump(result.pod, sort_keys=False).rstrip("\n"))
+        summary = review.summary()
+        lines = [f"--- # {subject}: {'admitted' if review.allowed else 'DENIED'}"]
+        lines += [f"# gpu-shard: {summary}"] if summary else ["# gpu-shard: unchanged"]
+        lines += [f"# warning: {w}" for w in review.warnings]
+        lines += [f"# violation: {v.render()}" for v in review.violations]
+        if review.allowed:
+            lines.append(yaml.safe_dump(review.pod, sort_keys=False).rstrip("\n"))
         chunks.append("\n".join(lines) + "\n")
     return "".join(chunks)

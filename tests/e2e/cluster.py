@@ -12,7 +12,7 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +34,6 @@ def build_control_plane() -> Path:
     if result.returncode != 0:
         raise RuntimeError(f"control-plane build failed:\n{result.stderr[-6000:]}")
     return Path(result.stdout.strip().splitlines()[-1])
-
-
-def process(argv: Sequence[str], log_path: Path) -> Any:
-    return background(argv, log_path, grace=20)
 
 
 @dataclass
@@ -124,7 +120,7 @@ def control_plane(binaries: Path, workdir: Path) -> Iterator[Cluster]:
     cluster = Cluster(binaries, workdir, kubeconfig, server)
     with ExitStack() as stack:
         stack.enter_context(
-            process(
+            background(
                 [
                     str(binaries / "etcd"),
                     "-data-dir",
@@ -139,7 +135,7 @@ def control_plane(binaries: Path, workdir: Path) -> Iterator[Cluster]:
         )
         apiserver_log = workdir / "kube-apiserver.log"
         apiserver = stack.enter_context(
-            process(
+            background(
                 [
                     str(binaries / "kube-apiserver"),
                     f"--etcd-servers=http://127.0.0.1:{etcd_client}",
@@ -163,7 +159,7 @@ def control_plane(binaries: Path, workdir: Path) -> Iterator[Cluster]:
         )
         _wait_ready(cluster, apiserver, apiserver_log)
         stack.enter_context(
-            process(
+            background(
                 [
                     str(binaries / "kube-controller-manager"),
                     f"--kubeconfig={kubeconfig}",
