@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from tests import kubelet
 from tests.cases import GPU_TOLERATION, Case
 
 
@@ -61,3 +63,33 @@ def check_admitted_pod(case: Case, admitted: dict[str, Any], codes: set[str]) ->
         assert (len(gpu) == 1) is expect.toleration, f"{case.name}: tolerations {tolerations}"
         if expect.toleration and not case.pod["spec"].get("tolerations"):
             assert gpu == [GPU_TOLERATION]
+
+
+STATUS_FIELDS = (("LLAMA_ARG_N_GPU_LAYERS", "gpuLayers"), ("LLAMA_ARG_SPLIT_MODE", "splitMode"), ("LLAMA_ARG_TENSOR_SPLIT", "tensorSplit"))
+
+
+def check_status_is_what_runs(
+    original: dict[str, Any], admitted: dict[str, Any], config_maps: dict[str, dict[str, str]] | None = None
+) -> dict:
+    """The status annotation states what the kubelet will hand llama-server, setting by setting,
+    and says the webhook's values are the webhook's: checked against the independent oracle."""
+    status = json.loads(admitted["metadata"]["annotations"]["gpu-shard.io/status"])
+    name = status["container"]
+    after = next(c for c in admitted["spec"]["containers"] if c["name"] == name)
+    before = next(c for c in original["spec"]["containers"] if c["name"] == name)
+    running, written = kubelet.process(after, config_maps), kubelet.process(before, config_maps)
+    for key, field in STATUS_FIELDS:
+        value, origin = kubelet.setting(running, key), status["origin"][field]
+        if value is None:
+            assert origin == "default", f"{field}: nobody sets it, yet the status says {origin}"
+            assert status[field] == ("auto" if field == "gpuLayers" else None), status
+        elif value is kubelet.HIDDEN:
+            assert status[field] == "unknown" and origin.startswith("unknown:"), status
+        else:
+            assert status[field] == value, f"{field}: the status says {status[field]!r}, the process gets {value!r}"
+            injected = kubelet.setting(written, key) is None
+            assert origin.startswith("webhook:" if injected else "user:"), f"{field}: origin {origin}, injected={injected}"
+    limits = (after.get("resources") or {}).get("limits") or {}
+    if status.get("gpuSource") is None and status["resource"] in limits:
+        assert str(status["gpus"]) == str(limits[status["resource"]])
+    return status

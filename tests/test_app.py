@@ -9,18 +9,18 @@ import pytest
 
 from tests.cases import by_name
 from tests.harness import admission_review
+from webhook.cluster import Cluster
 from webhook.config import Config
-from webhook.plan import ShardingPlan
+from webhook.inventory import Inventory
 from webhook.server import create_app
-from webhook.violation import Violation
 
 
-def exploding_rules(pod: dict, plan: ShardingPlan | None) -> tuple[list[Violation], list[str]]:
+def exploding_inventory() -> Inventory:
     raise RuntimeError("a bug of ours")
 
 
 def test_our_own_bug_is_a_500_with_the_uid_logged_never_a_denial(caplog: pytest.LogCaptureFixture) -> None:
-    client = create_app(Config(), extra_rules=exploding_rules).test_client()
+    client = create_app(Config(), cluster=Cluster(nodes=exploding_inventory)).test_client()
     review = admission_review(by_name("plan test 1: 2-GPU Llama-2-13B Deployment pod").fresh_pod())
     with caplog.at_level(logging.ERROR, logger="gpu_shard_webhook.admission"):
         response = client.post("/validate", data=json.dumps(review), content_type="application/json")

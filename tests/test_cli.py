@@ -37,7 +37,33 @@ def test_preview_of_a_denied_object_exits_1_with_the_violations(tmp_path: Path) 
     result = run_preview(tmp_path, documents)
     assert result.returncode == 1
     assert "DENIED" in result.stdout and "[tensor-split-arity]" in result.stdout
-    assert "Service llama: not a pod or workload, skipped" in result.stdout
+    assert "Service llama: carries no pod, passed through" in result.stdout
+    assert "0 admitted, 1 denied, 1 passed through" in result.stderr
+
+
+def test_preview_output_yaml_prints_the_objects_as_stored(tmp_path: Path) -> None:
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "llama"}, "spec": {"ports": [{"port": 8080}]}}
+    sharded = by_name("plan test 1: 2-GPU Llama-2-13B Deployment pod").fresh_pod()
+    denied = by_name("user's -ts with 3 values on 2 GPUs is refused").fresh_pod()
+    denied["metadata"]["generateName"] = "broken-"
+    result = run_preview(tmp_path, [service, sharded, denied], "-o", "yaml")
+    assert result.returncode == 1
+    stored = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert [d["kind"] for d in stored] == ["Service", "Pod"], "the denied pod is not stored"
+    assert stored[0] == service
+    assert stored[1]["spec"]["containers"][0]["args"][-2:] == ["--tensor-split", "1,1"]
+    assert "gpu-shard.io/status" in stored[1]["metadata"]["annotations"]
+    assert "[tensor-split-arity]" in result.stderr and "1 admitted, 1 denied, 1 passed through" in result.stderr
+
+
+def test_preview_output_json_of_a_workload_is_the_workload_unchanged(tmp_path: Path) -> None:
+    import json
+
+    documents = [d for d in yaml.safe_load_all((ROOT / "manifests" / "examples" / "llama-13b-2gpu.yaml").read_text()) if d]
+    result = run_preview(tmp_path, documents, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert listing["kind"] == "List" and listing["items"] == documents, "templates are validated, never mutated"
 
 
 def test_preview_reads_stdin_and_lists(tmp_path: Path) -> None:
@@ -69,6 +95,8 @@ def test_every_setting_reads_its_env_variable() -> None:
     environ = {
         "GSW_PREFIX": "shard.example.com",
         "GSW_GPU_RESOURCES": "amd.com/gpu, nvidia.com/gpu",
+        "GSW_GPU_DEVICE_CLASSES": "gpu.example.com",
+        "GSW_CUDA_DRIVER_LABEL": "a/driver",
         "GSW_DEFAULT_GPU_LAYERS": "all",
         "GSW_MAX_GPUS_PER_NODE": "16",
         "GSW_PRECEDENCE": "annotation",
@@ -85,6 +113,8 @@ def test_every_setting_reads_its_env_variable() -> None:
     assert config == Config(
         prefix="shard.example.com",
         gpu_resources=("amd.com/gpu", "nvidia.com/gpu"),
+        gpu_device_classes=("gpu.example.com",),
+        cuda_driver_label="a/driver",
         default_gpu_layers="all",
         max_gpus_per_node=16,
         precedence="annotation",
@@ -115,7 +145,7 @@ def test_a_custom_prefix_changes_label_and_annotations() -> None:
     from webhook.review import review_pod
 
     review = review_pod(pod, config)
-    assert review.plan is not None and review.plan.gpus == 2
+    assert review.plan is not None and review.plan.gpus.count == 2
     assert "shard.example.com/status" in review.pod["metadata"]["annotations"]
     assert review_pod(case.fresh_pod(), config).patch == [], "the default label no longer opts in"
 

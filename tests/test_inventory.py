@@ -17,9 +17,10 @@ from tests.cases import by_name, container, pod
 from tests.fake_apiserver import FakeCluster, gpu_node
 from tests.harness import ROOT, admission_review, eventually, running_server
 from webhook.config import Config
-from webhook.inventory import Inventory, cluster_rules, expression_matches, inventory_from, node_facts
-from webhook.nodewatch import NodeWatcher, load_client
+from webhook.cluster import Cluster
+from webhook.inventory import Inventory, expression_matches, inventory_from, node_facts
 from webhook.review import review_pod
+from webhook.watch import ClusterWatch, load_api_client
 
 CONFIG = Config()
 
@@ -30,7 +31,7 @@ def four_gpu_pod(product: str | None = None) -> dict:
 
 
 def verdict(pod_object: dict, inventory: Inventory) -> tuple[set[str], list[str]]:
-    review = review_pod(pod_object, CONFIG, cluster_rules(lambda: inventory, CONFIG))
+    review = review_pod(pod_object, CONFIG, Cluster(nodes=lambda: inventory))
     return {v.code for v in review.violations}, review.warnings
 
 
@@ -39,7 +40,7 @@ def test_node_facts_read_allocatable_labels_taints() -> None:
     node["spec"] = {"unschedulable": True, "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]}
     facts = node_facts(node, CONFIG)
     assert facts is not None
-    assert facts.gpus == {"nvidia.com/gpu": 2, "amd.com/gpu": 0}
+    assert facts.gpus == {"nvidia.com/gpu": 2, "amd.com/gpu": 0, "gpu.intel.com/i915": 0, "gpu.intel.com/xe": 0}
     assert facts.labels["nvidia.com/gpu.count"] == "2" and "unrelated" not in facts.labels
     assert facts.unschedulable and facts.taints[0].key == "nvidia.com/gpu"
     assert node_facts({"metadata": {}}, CONFIG) is None
@@ -67,7 +68,7 @@ def test_more_gpus_than_any_node_is_rejected_naming_the_largest() -> None:
     inventory = inventory_from([gpu_node("small", 1), gpu_node("pair", 2)], CONFIG)
     codes, _ = verdict(four_gpu_pod(), inventory)
     assert codes == {"exceeds-cluster-capacity"}
-    review = review_pod(four_gpu_pod(), CONFIG, cluster_rules(lambda: inventory, CONFIG))
+    review = review_pod(four_gpu_pod(), CONFIG, Cluster(nodes=lambda: inventory))
     assert "largest schedulable node (pair) has 2" in review.violations[0].message
 
 
@@ -122,11 +123,11 @@ def cluster() -> Iterator[FakeCluster]:
 
 def test_watch_converges_through_events_410_and_dropped_connections(cluster: FakeCluster, tmp_path: Path) -> None:
     cluster.add(gpu_node("pair", 2))
-    watcher = NodeWatcher(load_client(cluster.kubeconfig(tmp_path)), CONFIG, max_backoff=0.2)
+    watcher = ClusterWatch(load_api_client(cluster.kubeconfig(tmp_path)), CONFIG, nodes=True, dra=False, max_backoff=0.2)
     watcher.start()
     try:
-        eventually(lambda: watcher.snapshot().synced and set(watcher.snapshot().nodes) == {"pair"})
-        rules = cluster_rules(watcher.snapshot, CONFIG)
+        eventually(lambda: watcher.nodes().synced and set(watcher.nodes().nodes) == {"pair"})
+        rules = Cluster(nodes=watcher.nodes)
 
         def codes() -> set[str]:
             return {v.code for v in review_pod(four_gpu_pod(), CONFIG, rules).violations}
@@ -134,17 +135,17 @@ def test_watch_converges_through_events_410_and_dropped_connections(cluster: Fak
         assert codes() == {"exceeds-cluster-capacity"}
 
         cluster.add(gpu_node("quad", 4))
-        eventually(lambda: "quad" in watcher.snapshot().nodes)
+        eventually(lambda: "quad" in watcher.nodes().nodes)
         assert codes() == set()
 
         cluster.expire()  # 410 Gone: the watcher lists again
         cluster.delete("quad")
-        eventually(lambda: "quad" not in watcher.snapshot().nodes)
+        eventually(lambda: "quad" not in watcher.nodes().nodes)
         assert codes() == {"exceeds-cluster-capacity"}
 
         cluster.drop_watches()  # the connection dies mid-stream
         cluster.modify(gpu_node("pair", 4))
-        eventually(lambda: watcher.snapshot().nodes["pair"].gpus["nvidia.com/gpu"] == 4)
+        eventually(lambda: watcher.nodes().nodes["pair"].gpus["nvidia.com/gpu"] == 4)
         assert codes() == set()
         lists = [r for r in cluster.requests if "watch=true" not in r]
         watches = [r for r in cluster.requests if "watch=true" in r]
@@ -156,13 +157,13 @@ def test_watch_converges_through_events_410_and_dropped_connections(cluster: Fak
 
 def test_unreachable_api_server_marks_the_inventory_unsynced(cluster: FakeCluster, tmp_path: Path) -> None:
     cluster.add(gpu_node("pair", 2))
-    watcher = NodeWatcher(load_client(cluster.kubeconfig(tmp_path)), CONFIG, max_backoff=0.2)
+    watcher = ClusterWatch(load_api_client(cluster.kubeconfig(tmp_path)), CONFIG, nodes=True, dra=False, max_backoff=0.2)
     watcher.start()
     try:
-        eventually(lambda: watcher.snapshot().synced)
+        eventually(lambda: watcher.nodes().synced)
         cluster.close()
-        eventually(lambda: not watcher.snapshot().synced)
-        review = review_pod(four_gpu_pod(), CONFIG, cluster_rules(watcher.snapshot, CONFIG))
+        eventually(lambda: not watcher.nodes().synced)
+        review = review_pod(four_gpu_pod(), CONFIG, Cluster(nodes=watcher.nodes))
         assert review.violations == [] and any("not synced" in w for w in review.warnings)
     finally:
         watcher.stop()

@@ -15,23 +15,31 @@ from webhook.scheduling import gpu_node_expressions, tolerates, with_gpu_tolerat
 
 def test_expressions_for_each_gpu_count() -> None:
     config = Config()
-    assert gpu_node_expressions(1, (), "nvidia.com/gpu", config) == []
-    assert gpu_node_expressions(2, (), "nvidia.com/gpu", config) == [COUNT_2, NOT_SHARED]
-    assert gpu_node_expressions(1, ("NVIDIA-L4", "NVIDIA-A10G"), "nvidia.com/gpu", config) == [
+    assert gpu_node_expressions(1, (), "nvidia.com/gpu", False, config) == []
+    assert gpu_node_expressions(2, (), "nvidia.com/gpu", False, config) == [COUNT_2, NOT_SHARED]
+    assert gpu_node_expressions(1, ("NVIDIA-L4", "NVIDIA-A10G"), "nvidia.com/gpu", False, config) == [
         {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-L4", "NVIDIA-A10G"]}
     ]
 
 
 def test_only_resources_the_labels_describe_get_affinity() -> None:
-    assert gpu_node_expressions(4, ("NVIDIA-L4",), "amd.com/gpu", Config()) == []
+    assert gpu_node_expressions(4, ("NVIDIA-L4",), "amd.com/gpu", False, Config()) == []
     amd = Config(affinity_resources=("amd.com/gpu",), gpu_count_label="amd.com/gpu.count")
-    assert gpu_node_expressions(4, (), "amd.com/gpu", amd)[0] == {"key": "amd.com/gpu.count", "operator": "Gt", "values": ["3"]}
-    assert gpu_node_expressions(4, (), "nvidia.com/gpu", Config(inject_affinity=False)) == []
+    assert gpu_node_expressions(4, (), "amd.com/gpu", False, amd)[0] == {"key": "amd.com/gpu.count", "operator": "Gt", "values": ["3"]}
+    assert gpu_node_expressions(4, (), "nvidia.com/gpu", False, Config(inject_affinity=False)) == []
+
+
+def test_cuda13_images_need_the_580_driver_series() -> None:
+    expressions = gpu_node_expressions(1, (), "nvidia.com/gpu", True, Config())
+    assert expressions == [{"key": "nvidia.com/cuda.driver.major", "operator": "Gt", "values": ["579"]}]
+    assert gpu_node_expressions(1, (), "nvidia.com/gpu", True, Config(cuda_driver_label="nvidia.com/cuda.driver-version.major")) == [
+        {"key": "nvidia.com/cuda.driver-version.major", "operator": "Gt", "values": ["579"]}
+    ]
 
 
 def test_label_keys_come_from_config() -> None:
     config = Config(gpu_count_label="example.com/gpus", sharing_strategy_label="example.com/sharing")
-    keys = [e["key"] for e in gpu_node_expressions(4, (), "nvidia.com/gpu", config)]
+    keys = [e["key"] for e in gpu_node_expressions(4, (), "nvidia.com/gpu", False, config)]
     assert keys == ["example.com/gpus", "example.com/sharing"]
 
 

@@ -21,10 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
+from webhook.objects import as_dict, as_list
 from webhook.patch import Operation
-from webhook.plan import ShardingPlan, as_dict
-from webhook.review import ExtraRules, as_pod, mutate_pod, no_extra_rules, review_object
+from webhook.plan import ClaimLookup
+from webhook.report import Report
+from webhook.review import Review, as_pod, mutate_pod, review_object
 from webhook.violation import Violation
 from webhook.workloads import TEMPLATE_PATHS
 
@@ -73,12 +76,17 @@ class Response:
 
 @dataclass(frozen=True)
 class Decision:
-    """A response plus what the edges log and count."""
+    """A response plus what the edges log and count (from the report of the final pod)."""
 
     response: Response
     result: Literal["allowed", "patched", "denied"]
     violations: tuple[Violation, ...] = ()
-    plan: ShardingPlan | None = None
+    report: Report | None = None
+    claim_lookup: ClaimLookup = "none"
+
+    @property
+    def gpus(self) -> int | None:
+        return self.report.gpus if self.report else 0
 
 
 # --- response constructors: every exit of a handler reads as a sentence ---------------
@@ -163,13 +171,24 @@ def object_name(request: Request) -> str:
     return request.name or str(metadata.get("name") or metadata.get("generateName") or "")
 
 
-def preview_warnings(plan: ShardingPlan, config: Config, subject: str) -> list[str]:
-    """What pods will get, in lines short enough for kubectl's warning display."""
-    lines = [f"gpu-shard: {subject} get {plan.gpus} {plan.resource}: {plan.flags()}"]
-    if plan.set_count:
-        lines.append(f"gpu-shard: {subject} get {plan.resource} limit {plan.gpus} (from annotation)")
-    if config.inject_affinity and plan.gpus >= 2:
-        lines.append(f"gpu-shard: {subject} only schedule on nodes with {config.gpu_count_label} > {plan.gpus - 1}")
+def preview_warnings(review: Review, config: Config, subject: str) -> list[str]:
+    """What pods will get, in lines short enough for kubectl's warning display, read off the final pod."""
+    report = review.report
+    if report is None:
+        return []
+    plan = report.plan
+    lines = [f"gpu-shard: {subject} get {plan.gpus.describe()}: {report.flags()}{report.notes()}"]
+    if plan.gpus.set_count:
+        lines.append(f"gpu-shard: {subject} get {plan.gpus.resource} limit {plan.gpus.count} (from annotation)")
+    terms = as_dict(as_dict(as_dict(review.pod.get("spec")).get("affinity")).get("nodeAffinity"))
+    required = as_dict(terms.get("requiredDuringSchedulingIgnoredDuringExecution"))
+    for term in as_list(required.get("nodeSelectorTerms"))[:1]:
+        for expression in as_list(as_dict(term).get("matchExpressions")):
+            expression = as_dict(expression)
+            if expression.get("key") in (config.gpu_count_label, config.cuda_driver_label) and expression.get("operator") == "Gt":
+                lines.append(
+                    f"gpu-shard: {subject} only schedule on nodes with {expression['key']} > {as_list(expression.get('values'))[0]}"
+                )
     return lines
 
 
@@ -178,20 +197,22 @@ def render_denial(kind: str, name: str, violations: Sequence[Violation]) -> str:
     return "\n".join([head, *(f"- {v.render()}" for v in violations)])
 
 
-def mutate(request: Request, config: Config) -> Decision:
+def mutate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) -> Decision:
     """The mutating webhook: Pods only; always allows (the validating webhook denies)."""
     if request.kind != "Pod":
         raise MalformedRequest(f"/mutate serves Pods, not {request.kind}")
     if request.operation != "CREATE":
         return Decision(allowed(request.uid), "allowed")
-    patch, plan = mutate_pod(as_pod(request.object, "Pod", request.namespace) or {}, config)
+    patch, report, planning = mutate_pod(as_pod(request.object, "Pod", request.namespace) or {}, config, cluster)
     if not patch:
-        return Decision(allowed(request.uid), "allowed", plan=plan)
-    warnings = [f"gpu-shard: {plan.summary()}"] if plan else []
-    return Decision(patched(request.uid, patch, warnings), "patched", plan=plan)
+        return Decision(allowed(request.uid, planning.warnings), "allowed", report=report, claim_lookup=planning.claim_lookup)
+    warnings = [f"gpu-shard: {report.summary()}"] if report else []
+    return Decision(
+        patched(request.uid, patch, [*warnings, *planning.warnings]), "patched", report=report, claim_lookup=planning.claim_lookup
+    )
 
 
-def validate(request: Request, config: Config, extra: ExtraRules = no_extra_rules) -> Decision:
+def validate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) -> Decision:
     """The validating webhook: Pods and workload templates.
 
     Templates are judged as the pods they will produce (mutated in memory). On
@@ -203,18 +224,19 @@ def validate(request: Request, config: Config, extra: ExtraRules = no_extra_rule
         raise MalformedRequest(f"/validate serves Pods and workloads, not {request.kind}")
     if request.operation not in ("CREATE", "UPDATE"):
         return Decision(allowed(request.uid), "allowed")
-    review = review_object(request.object, request.kind, config, request.namespace, extra)
+    review = review_object(request.object, request.kind, config, request.namespace, cluster)
     if review is None:
         return Decision(allowed(request.uid), "allowed")
     found = review.violations
     if found and request.operation == "UPDATE" and request.old_object is not None:
-        before = review_object(request.old_object, request.kind, config, request.namespace, extra)
+        before = review_object(request.old_object, request.kind, config, request.namespace, cluster)
         seen = {(v.code, v.field) for v in (before.violations if before else ())}
         found = [v for v in found if (v.code, v.field) not in seen]
+    lookup = review.planning.claim_lookup
     if found:
         message = render_denial(request.kind, object_name(request), found)
-        return Decision(denied(request.uid, message, review.warnings), "denied", violations=tuple(found))
+        return Decision(denied(request.uid, message, review.warnings), "denied", violations=tuple(found), claim_lookup=lookup)
     warnings = review.warnings
-    if review.plan is not None and request.kind != "Pod":
-        warnings = [*preview_warnings(review.plan, config, "pods"), *warnings]
-    return Decision(allowed(request.uid, warnings), "allowed", plan=review.plan)
+    if request.kind != "Pod":
+        warnings = [*preview_warnings(review, config, "pods"), *warnings]
+    return Decision(allowed(request.uid, warnings), "allowed", report=review.report, claim_lookup=lookup)

@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch Nodes to reject GPU counts no node can hold (needs in-cluster config or a kubeconfig)",
     )
     serve.add_argument(
+        "--dra",
+        type=parse_boolean,
+        default=parse_boolean(os.environ.get("GSW_DRA", "true")),
+        help="watch ResourceClaimTemplates, ResourceClaims, DeviceClasses and ResourceSlices to count GPUs from DRA claims",
+    )
+    serve.add_argument(
         "--kubeconfig",
         type=Path,
         default=os.environ.get("GSW_KUBECONFIG"),
@@ -84,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     preview = commands.add_parser("preview", help="show offline what the webhook does to the objects of a manifest")
     preview.add_argument("-f", "--filename", required=True, help="YAML file, or - for standard input")
     preview.add_argument("--nodes", help="the output of 'kubectl get nodes -o yaml', for the cluster-capacity checks")
+    preview.add_argument(
+        "--cluster-objects",
+        help="the output of 'kubectl get resourceclaimtemplates,resourceclaims,deviceclasses,resourceslices -A -o yaml', for DRA claims",
+    )
+    preview.add_argument(
+        "-o", "--output", choices=("yaml", "json"), help="print the objects as the API server would store them (denied ones left out)"
+    )
     _add_config_flags(preview)
     bench = commands.add_parser("bench-llm", help="measure a llama-server's completion throughput (the test plan's Test 5)")
     bench.add_argument("--url", required=True, help="e.g. http://localhost:8080")
@@ -122,24 +135,33 @@ def _read(filename: str) -> str:
 def run_preview(args: argparse.Namespace) -> int:
     import yaml
 
-    from webhook.inventory import cluster_rules, inventory_from
-    from webhook.preview import objects, preview_object, render
-    from webhook.review import no_extra_rules
+    from webhook.claims import claim_objects_from
+    from webhook.cluster import Cluster
+    from webhook.inventory import inventory_from
+    from webhook.preview import objects, preview_object, render, render_stored, tally
 
     config = _config(args)
-    extra = no_extra_rules
     try:
-        documents = list(yaml.safe_load_all(_read(args.filename)))
-        if args.nodes:
-            inventory = inventory_from(objects(yaml.safe_load_all(_read(args.nodes))), config)
-            extra = cluster_rules(lambda: inventory, config)
+        documents = list(objects(yaml.safe_load_all(_read(args.filename))))
+        extra_objects = list(objects(yaml.safe_load_all(_read(args.cluster_objects)))) if args.cluster_objects else []
+        nodes = inventory_from(objects(yaml.safe_load_all(_read(args.nodes))), config) if args.nodes else None
     except (OSError, yaml.YAMLError) as error:
         print(f"preview: cannot read input: {error}", file=sys.stderr)
         return 2
-    results = [preview_object(obj, config, extra) for obj in objects(documents)]
-    sys.stdout.write(render(results))
-    denied = [r for r in results if r.review is not None and not r.review.allowed]
-    print(f"preview: {len(results) - len(denied)} admitted, {len(denied)} denied", file=sys.stderr)
+    claims = claim_objects_from([*extra_objects, *documents])
+    cluster = Cluster(nodes=(lambda: nodes) if nodes is not None else None, claims=lambda: claims)
+    results = [preview_object(obj, config, cluster) for obj in documents]
+    if args.output:
+        sys.stdout.write(render_stored(results, args.output))
+        for result in results:
+            if result.review is not None and not result.review.allowed:
+                print(f"preview: {result.kind} {result.name} denied:", file=sys.stderr)
+                for violation in result.review.violations:
+                    print(f"- {violation.render()}", file=sys.stderr)
+    else:
+        sys.stdout.write(render(results))
+    admitted, denied, passed = tally(results)
+    print(f"preview: {admitted} admitted, {denied} denied, {passed} passed through", file=sys.stderr)
     return 1 if denied else 0
 
 
@@ -162,7 +184,7 @@ def run_serve(args: argparse.Namespace) -> int:
         stale.unlink()
     from webhook import metrics
     from webhook.certs import CA_CERT, ensure_serving_files
-    from webhook.inventory import cluster_rules
+    from webhook.cluster import NO_CLUSTER, Cluster
     from webhook.server import create_app
     from webhook.serving import ServeOptions, WebhookServer, cert_watcher, configure_logging, readiness
 
@@ -170,7 +192,7 @@ def run_serve(args: argparse.Namespace) -> int:
     if ensure_serving_files(args.cert_dir, args.service, args.namespace):
         print(f"created a development CA: {args.cert_dir / CA_CERT} (trust it to call https://localhost:{args.port})", file=sys.stderr)
     watcher = cert_watcher(args.cert_dir, args.io_timeout)
-    nodes = _node_watcher(args, config)
+    watch = _cluster_watch(args, config)
     options = ServeOptions(
         host=args.host,
         port=args.port,
@@ -180,26 +202,28 @@ def run_serve(args: argparse.Namespace) -> int:
         graceful_timeout=args.graceful_timeout,
         log_level=args.log_level,
     )
-    extra = cluster_rules(nodes.snapshot, config) if nodes else None
-    app = create_app(config, readiness=readiness(watcher, config), extra_rules=extra, allow_endpoint=args.bench_allow_endpoint)
+    cluster = NO_CLUSTER
+    if watch is not None:
+        cluster = Cluster(nodes=watch.nodes if args.cluster_checks else None, claims=watch.claims if args.dra else NO_CLUSTER.claims)
+    app = create_app(config, readiness=readiness(watcher, config), cluster=cluster, allow_endpoint=args.bench_allow_endpoint)
     hooks: dict[str, Any] = {"child_exit": lambda server, worker: metrics.worker_exited(worker.pid)}
-    if nodes is not None:
-        hooks["post_fork"] = lambda server, worker: nodes.start()
+    if watch is not None:
+        hooks["post_fork"] = lambda server, worker: watch.start()
     WebhookServer(app, watcher, options, hooks).run()
     return 0
 
 
-def _node_watcher(args: argparse.Namespace, config: Config) -> Any:
-    """The node watch, or None (cluster checks off, or no cluster to talk to)."""
-    if not args.cluster_checks:
+def _cluster_watch(args: argparse.Namespace, config: Config) -> Any:
+    """The watches of Nodes and DRA objects, or None (both off, or no cluster to talk to)."""
+    if not args.cluster_checks and not args.dra:
         return None
-    from webhook.nodewatch import NodeWatcher, load_client
+    from webhook.watch import ClusterWatch, load_api_client
 
-    api = load_client(args.kubeconfig)
+    api = load_api_client(args.kubeconfig)
     if api is None:
-        print("no in-cluster config and no kubeconfig: cluster checks are off", file=sys.stderr)
+        print("no in-cluster config and no kubeconfig: cluster checks and DRA claim lookups are off", file=sys.stderr)
         return None
-    return NodeWatcher(api, config)
+    return ClusterWatch(api, config, nodes=args.cluster_checks, dra=args.dra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

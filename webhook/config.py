@@ -21,7 +21,8 @@ class Config:
     """How the webhook decides. Pure data: no I/O, safe to share between threads."""
 
     prefix: str = "gpu-shard.io"
-    gpu_resources: tuple[str, ...] = ("nvidia.com/gpu", "amd.com/gpu")
+    gpu_resources: tuple[str, ...] = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915", "gpu.intel.com/xe")
+    gpu_device_classes: tuple[str, ...] = ("gpu.nvidia.com", "gpu.amd.com", "gpu.intel.com")
     default_gpu_layers: str = "999"
     max_gpus_per_node: int = 8
     precedence: Precedence = "reject"
@@ -31,6 +32,7 @@ class Config:
     sharing_strategy_label: str = "nvidia.com/gpu.sharing-strategy"
     shared_strategies: tuple[str, ...] = ("time-slicing", "mps")
     product_label: str = "nvidia.com/gpu.product"
+    cuda_driver_label: str = "nvidia.com/cuda.driver.major"
     body_limit: int = 4 * 1024 * 1024
 
     @property
@@ -90,6 +92,12 @@ def _gpu_layers(text: str) -> str:
 SETTINGS: tuple[Setting, ...] = (
     Setting("prefix", "GSW_PREFIX", str, "Label and annotation prefix (opt-in label is PREFIX/enabled)."),
     Setting("gpu_resources", "GSW_GPU_RESOURCES", _csv, "Extended resources counted as GPUs, comma list."),
+    Setting(
+        "gpu_device_classes",
+        "GSW_GPU_DEVICE_CLASSES",
+        _csv,
+        "DRA DeviceClasses whose devices are GPUs, comma list (NVIDIA's, AMD's and Intel's DRA drivers).",
+    ),
     Setting("default_gpu_layers", "GSW_DEFAULT_GPU_LAYERS", _gpu_layers, "--n-gpu-layers injected when no annotation says otherwise."),
     Setting("max_gpus_per_node", "GSW_MAX_GPUS_PER_NODE", _positive_int, "Largest GPU count a pod may ask for."),
     Setting(
@@ -114,6 +122,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sharing_strategy_label", "GSW_SHARING_STRATEGY_LABEL", str, "Node label naming the GPU sharing strategy."),
     Setting("shared_strategies", "GSW_SHARED_STRATEGIES", _csv, "Sharing strategies multi-GPU pods must avoid, comma list."),
     Setting("product_label", "GSW_PRODUCT_LABEL", str, "Node label naming the GPU product."),
+    Setting(
+        "cuda_driver_label",
+        "GSW_CUDA_DRIVER_LABEL",
+        str,
+        "Node label with the NVIDIA driver's major version (GFD's); CUDA 13 images need 580 or newer.",
+    ),
     Setting("body_limit", "GSW_BODY_LIMIT", _positive_int, "Largest request body in bytes; larger ones get HTTP 413."),
 )
 

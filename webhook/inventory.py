@@ -11,14 +11,13 @@ never "free right now", so a busy cluster never causes a rejection.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.config import Config
-from webhook.plan import ShardingPlan, as_dict, as_list, container_field, parse_quantity
-from webhook.review import ExtraRules
-from webhook.scheduling import gpu_node_expressions
+from webhook.objects import as_dict, as_list, container_field, parse_quantity
+from webhook.plan import ShardingPlan
 from webhook.violation import Violation
 
 EXTRA_LABELS = ("nvidia.com/gpu.memory", "cloud.google.com/gke-accelerator")
@@ -47,7 +46,7 @@ class Inventory:
 
 
 def relevant_labels(config: Config) -> tuple[str, ...]:
-    return (config.gpu_count_label, config.product_label, config.sharing_strategy_label, *EXTRA_LABELS)
+    return (config.gpu_count_label, config.product_label, config.sharing_strategy_label, config.cuda_driver_label, *EXTRA_LABELS)
 
 
 def node_facts(node: Any, config: Config) -> NodeFacts | None:
@@ -97,32 +96,33 @@ def expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str])
 
 
 def judge(plan: ShardingPlan, inventory: Inventory, config: Config) -> tuple[list[Violation], list[str]]:
-    """Violations and warnings for a pod that will need ``plan.gpus`` GPUs on one node."""
+    """Violations and warnings for a pod that will need ``plan.gpus`` extended-resource GPUs on one node."""
+    resource, gpus = plan.gpus.resource or "", plan.gpus.count or 0
     where = container_field(plan.index, "resources")
     schedulable = [n for n in inventory.nodes.values() if not n.unschedulable]
-    gpu_nodes = [n for n in schedulable if n.gpus.get(plan.resource, 0) > 0]
+    gpu_nodes = [n for n in schedulable if n.gpus.get(resource, 0) > 0]
     if not gpu_nodes:
-        return [], [f"gpu-shard: no schedulable node has {plan.resource} now; capacity not checked (an autoscaler may add nodes)"]
-    largest = max(gpu_nodes, key=lambda n: (n.gpus[plan.resource], n.name))
-    if plan.gpus > largest.gpus[plan.resource]:
+        return [], [f"gpu-shard: no schedulable node has {resource} now; capacity not checked (an autoscaler may add nodes)"]
+    largest = max(gpu_nodes, key=lambda n: (n.gpus[resource], n.name))
+    if gpus > largest.gpus[resource]:
         return [
             Violation(
                 "exceeds-cluster-capacity",
-                f"{plan.gpus} {plan.resource} asked but the largest schedulable node ({largest.name}) has "
-                f"{largest.gpus[plan.resource]}; ask for at most {largest.gpus[plan.resource]} or add bigger GPU nodes",
+                f"{gpus} {resource} asked but the largest schedulable node ({largest.name}) has "
+                f"{largest.gpus[resource]}; ask for at most {largest.gpus[resource]} or add bigger GPU nodes",
                 where,
             )
         ], []
 
     warnings: list[str] = []
-    expressions = gpu_node_expressions(plan.gpus, plan.products, plan.resource, config)
+    expressions = list(plan.node_expressions)
     if expressions and not any(config.gpu_count_label in n.labels for n in schedulable):
         warnings.append(
             f"gpu-shard: no node has the label {config.gpu_count_label}, so the injected affinity matches none; "
             "install GPU Feature Discovery or set GSW_INJECT_AFFINITY=false"
         )
         expressions = []
-    big_enough = [n for n in gpu_nodes if n.gpus[plan.resource] >= plan.gpus]
+    big_enough = [n for n in gpu_nodes if n.gpus[resource] >= gpus]
     if any(all(expression_matches(e, n.labels) for e in expressions) for n in big_enough):
         return [], warnings
     products = sorted({n.labels.get(config.product_label, "?") for n in big_enough})
@@ -130,22 +130,8 @@ def judge(plan: ShardingPlan, inventory: Inventory, config: Config) -> tuple[lis
     return [
         Violation(
             "no-matching-nodes",
-            f"no node with {plan.gpus} {plan.resource} matches {wanted} (those nodes have products: {', '.join(products)}); "
+            f"no node with {gpus} {resource} matches {wanted} (those nodes have products: {', '.join(products)}); "
             "fix gpu-shard.io/gpu-product or the node labels",
             where,
         )
     ], warnings
-
-
-def cluster_rules(snapshot: Callable[[], Inventory], config: Config) -> ExtraRules:
-    """Extra rules for :func:`webhook.review.review_pod` that read the current snapshot (no network)."""
-
-    def rules(pod: dict[str, Any], plan: ShardingPlan | None) -> tuple[list[Violation], list[str]]:
-        if plan is None or plan.gpus == 0:
-            return [], []
-        inventory = snapshot()
-        if not inventory.synced:
-            return [], ["gpu-shard: cluster checks skipped: the node inventory is not synced (API server unreachable?)"]
-        return judge(plan, inventory, config)
-
-    return rules

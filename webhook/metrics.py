@@ -31,8 +31,13 @@ LATENCY = Histogram(
 )
 SHARDED = Counter(
     "gpu_shard_injected_gpus_total",
-    "Pods sharded by the mutating webhook, by GPU count.",
+    "Pods sharded by the mutating webhook, by the GPU count the admitted pod runs with.",
     ["gpus"],
+)
+CLAIM_LOOKUPS = Counter(
+    "gpu_shard_claim_lookups_total",
+    "Admissions of containers with DRA claims, by whether the claim objects were known (missing: admitted unchanged).",
+    ["webhook", "result"],
 )
 
 

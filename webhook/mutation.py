@@ -7,6 +7,9 @@ treat both as read-only.
 What the user already wrote is respected: an option the container sets in its
 argv or ``LLAMA_ARG_*`` env is not injected again; whether the user's value is
 acceptable is for :mod:`webhook.rules` to say, never silently overwritten.
+
+The status annotation is written last, from the reading of the container as
+mutated (:mod:`webhook.report`), so it states what will run, not what was meant.
 """
 
 from __future__ import annotations
@@ -14,59 +17,58 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from webhook.claims import ClaimObjects
 from webhook.config import Config
-from webhook.llamacpp import INJECTED_SPELLING, read_settings
-from webhook.plan import Planning, ShardingPlan, as_dict, as_list, is_opted_in, plan_pod
-from webhook.scheduling import gpu_node_expressions, with_gpu_toleration, with_node_expressions
-
-NOT_OPTED_IN = Planning(None, None, None, ())
+from webhook.llamacpp import INJECTED_SPELLING
+from webhook.objects import as_dict, as_list
+from webhook.plan import Planning, ShardingPlan
+from webhook.reading import ContainerReading, PodReading, reread_target
+from webhook.report import Report, build_report
+from webhook.scheduling import with_gpu_toleration, with_node_expressions
 
 
 @dataclass(frozen=True)
 class Mutation:
     pod: dict[str, Any]
-    planning: Planning
-
-    @property
-    def plan(self) -> ShardingPlan | None:
-        return self.planning.plan
+    reading: PodReading  # of ``pod``
+    report: Report | None
 
 
-def mutate(pod: dict[str, Any], config: Config) -> Mutation:
+def mutate(reading: PodReading, planning: Planning, config: Config, claims: ClaimObjects) -> Mutation:
     """The pod as the mutating webhook would admit it."""
-    if not is_opted_in(pod, config):
-        return Mutation(pod, NOT_OPTED_IN)
-    planning = plan_pod(pod, config)
+    pod = reading.pod
     plan = planning.plan
-    if plan is None:
-        return Mutation(pod, planning)
+    if plan is None or reading.target is None:
+        return Mutation(pod, reading, None)
 
     spec = dict(pod["spec"])
     containers = list(spec["containers"])
     container = dict(containers[plan.index])
-    _inject_settings(container, plan, planning)
-    if plan.set_count:
-        _set_gpu_count(container, plan)
+    _inject_settings(container, plan, reading.target)
+    if plan.gpus.set_count and plan.gpus.resource is not None and plan.gpus.count is not None:
+        _set_gpu_count(container, plan.gpus.resource, plan.gpus.count)
     containers[plan.index] = container
     spec["containers"] = containers
 
-    tolerations = with_gpu_toleration(spec.get("tolerations"), plan.resource)
+    tolerations = with_gpu_toleration(spec.get("tolerations"), plan.toleration)
     if tolerations is not spec.get("tolerations"):
         spec["tolerations"] = tolerations
-    affinity = with_node_expressions(spec.get("affinity"), gpu_node_expressions(plan.gpus, plan.products, plan.resource, config))
+    affinity = with_node_expressions(spec.get("affinity"), list(plan.node_expressions))
     if affinity is not spec.get("affinity"):
         spec["affinity"] = affinity
 
+    mutated = reread_target(reading, {**pod, "spec": spec}, config, claims)
+    assert mutated.target is not None
+    status_key = config.annotation("status")
+    report = build_report(plan, reading.target, mutated.target, reading.annotations, status_key)
     metadata = dict(as_dict(pod.get("metadata")))
-    annotations = dict(as_dict(metadata.get("annotations")))
-    annotations[config.annotation("status")] = plan.status()
-    metadata["annotations"] = annotations
-    return Mutation({**pod, "metadata": metadata, "spec": spec}, planning)
+    metadata["annotations"] = {**as_dict(metadata.get("annotations")), status_key: report.status()}
+    final = {**pod, "metadata": metadata, "spec": spec}
+    return Mutation(final, mutated, report)
 
 
-def _inject_settings(container: dict[str, Any], plan: ShardingPlan, planning: Planning) -> None:
-    assert planning.target is not None
-    present = read_settings(planning.target.launch, container.get("env"))
+def _inject_settings(container: dict[str, Any], plan: ShardingPlan, target: ContainerReading) -> None:
+    present = target.settings
     missing = [(key, value) for key, value in plan.settings() if present.effective(key) is None]
     if not missing:
         return
@@ -79,10 +81,10 @@ def _inject_settings(container: dict[str, Any], plan: ShardingPlan, planning: Pl
         container["env"] = [*as_list(container.get("env")), *({"name": key, "value": value} for key, value in missing)]
 
 
-def _set_gpu_count(container: dict[str, Any], plan: ShardingPlan) -> None:
+def _set_gpu_count(container: dict[str, Any], resource: str, count: int) -> None:
     """The annotation decided N: write it to limits and requests (they must be equal)."""
     resources = dict(as_dict(container.get("resources")))
-    quantity = str(plan.gpus)
-    resources["limits"] = {**as_dict(resources.get("limits")), plan.resource: quantity}
-    resources["requests"] = {**as_dict(resources.get("requests")), plan.resource: quantity}
+    quantity = str(count)
+    resources["limits"] = {**as_dict(resources.get("limits")), resource: quantity}
+    resources["requests"] = {**as_dict(resources.get("requests")), resource: quantity}
     container["resources"] = resources

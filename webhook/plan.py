@@ -1,48 +1,39 @@
-"""From a pod (or pod template) to a sharding plan: which container, how many GPUs, which flags.
+"""From the reading of a pod to a sharding plan: how many GPUs, which settings, where it may run.
 
-Planning reads; it never edits. :func:`plan_pod` returns a :class:`Planning`:
-the chosen container and GPU count, the :class:`ShardingPlan` when the pod can
-be sharded, and the problems that stop it (as violations). The mutation
-applies the plan; the rules judge the pod it produces.
+Planning decides; it never edits. :func:`plan_pod` returns a :class:`Planning`: the
+GPU count and where it comes from, the :class:`ShardingPlan` when the pod can be
+sharded, the problems that stop it (as violations) and the warnings a person should
+see. The mutation applies the plan; the rules judge the pod it produces.
+
+GPU count, in this order:
+
+* extended-resource limits (``nvidia.com/gpu``, AMD, Intel) and DRA claims together:
+  ``ambiguous-gpu-source`` -- the container would get both sets of devices;
+* the ``gpu-count`` annotation against the limit: equal, or one of them, or
+  ``count-conflict`` (``--precedence annotation`` rewrites the limit instead);
+* the annotation against a claim: a claim cannot be rewritten, so they must agree
+  when the claim's count is known; when it is not (``allocationMode: All``), the
+  annotation says it;
+* a claim whose object is not known yet (created in the same ``kubectl apply``,
+  after the Deployment): nothing is injected and a warning says so (fail open).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from webhook.config import Config
-from webhook.llamacpp import (
-    FIT,
-    GPU_LAYERS,
-    INJECTED_SPELLING,
-    MAX_TENSOR_SPLIT_VALUES,
-    SPLIT_MODE,
-    SPLIT_MODES,
-    TENSOR_SPLIT,
-    Channel,
-    Launch,
-    detect_launch,
-)
+from webhook.images import Image
+from webhook.launch import Channel
+from webhook.llamacpp import FIT, GPU_LAYERS, MAX_TENSOR_SPLIT_VALUES, SPLIT_MODE, SPLIT_MODES, TENSOR_SPLIT
+from webhook.objects import container_field, is_whole_number, parse_quantity
+from webhook.reading import ContainerReading, PodReading
+from webhook.scheduling import conventional_taint, gpu_node_expressions
 from webhook.violation import Violation
 
 _LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-MIG_PREFIX = "nvidia.com/mig-"
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def container_field(index: int, *path: str) -> str:
-    return ".".join([f"spec.containers[{index}]", *path])
 
 
 def parse_tensor_split(text: str) -> list[float] | None:
@@ -58,9 +49,13 @@ def tensor_split_problem(text: str) -> tuple[str, str] | None:
     """(code, message) when llama-server would refuse or misuse this split."""
     values = parse_tensor_split(text)
     if values is None or any(v != v or v in (float("inf"), float("-inf")) for v in values):
-        return "tensor-split-invalid", f"'{text}' is not a comma list of numbers, e.g. 1,1 or 3,1"
+        return "tensor-split-invalid", f"'{text}' is not a comma list of numbers; write numbers, e.g. 1,1 or 3,1"
     if len(values) > MAX_TENSOR_SPLIT_VALUES:
-        return "tensor-split-too-long", f"{len(values)} values; llama-server takes at most {MAX_TENSOR_SPLIT_VALUES}"
+        return (
+            "tensor-split-too-long",
+            f"has {len(values)} values and llama-server takes at most {MAX_TENSOR_SPLIT_VALUES}; "
+            "drop it (llama.cpp splits evenly by itself)",
+        )
     if any(v < 0 for v in values):
         return "tensor-split-invalid", f"'{text}' has a negative share; use non-negative numbers"
     if not any(v > 0 for v in values):
@@ -68,63 +63,59 @@ def tensor_split_problem(text: str) -> tuple[str, str] | None:
     return None
 
 
-def is_whole_number(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts '²' and other characters int() refuses."""
-    return text.isascii() and text.isdigit()
-
-
 def parse_gpu_layers(text: str) -> str | None:
-    """The normalised -ngl value ('all', 'auto' or digits), or None if invalid."""
+    """The normalised annotation value ('all', 'auto' or digits), or None if invalid."""
     value = text.strip().lower()
     if value in ("all", "auto") or is_whole_number(value):
         return str(int(value)) if is_whole_number(value) else value
     return None
 
 
-def parse_quantity(value: Any) -> int | None:
-    """A whole-number extended-resource quantity; None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, str) and is_whole_number(value.strip()):
-        return int(value.strip())
-    return None
+def gpu_layers_accepted(text: str) -> bool:
+    """What llama-server's -ngl parser takes: 'auto', 'all' or an integer (std::stoi; -1 is auto)."""
+    value = text.strip()
+    return value in ("auto", "all") or bool(re.fullmatch(r"[+-]?[0-9]+", value))
 
 
-def gpu_quantities(container: Mapping[str, Any], config: Config) -> tuple[str, Any, Any]:
-    """(resource, raw limit, raw request) of the first configured GPU resource present."""
-    resources = as_dict(container.get("resources"))
-    limits = as_dict(resources.get("limits"))
-    requests = as_dict(resources.get("requests"))
-    for resource in config.gpu_resources:
-        if resource in limits or resource in requests:
-            return resource, limits.get(resource), requests.get(resource)
-    return config.gpu_resources[0], None, None
+GpuSource = Literal["none", "limits", "annotation", "claim"]
 
 
-def asks_for_gpus(container: Any, config: Config) -> bool:
-    if not isinstance(container, dict):
-        return False
-    _, limit, request = gpu_quantities(container, config)
-    return bool(parse_quantity(limit) or parse_quantity(request))
+@dataclass(frozen=True)
+class GpuCount:
+    """How many GPUs the llama.cpp container gets, and where that is written."""
+
+    count: int | None  # None: not known at admission (a claim with allocationMode All, say)
+    source: GpuSource
+    resource: str | None = None  # the extended resource; for claims, the device class
+    claims: tuple[str, ...] = ()
+    claim_objects: tuple[str, ...] = ()
+    set_count: bool = False  # write the count into limits/requests (the annotation decided it)
+    unknown_reason: str | None = None
+
+    def describe(self) -> str:
+        """e.g. '2 nvidia.com/gpu', or '2 GPUs from claim gpu (ResourceClaimTemplate llama-gpus)'."""
+        if self.source == "claim":
+            amount = "GPUs" if self.count is None else f"{self.count} GPU{'s' if self.count != 1 else ''}"
+            return f"{amount} from claim {', '.join(self.claims)} ({', '.join(self.claim_objects)})"
+        return f"{self.count} {self.resource}"
 
 
 @dataclass(frozen=True)
 class ShardingPlan:
-    """What the llama.cpp container gets. ``settings`` keys are llamacpp option keys."""
+    """What the llama.cpp container gets. Settings keys are llamacpp option keys."""
 
     container: str
     index: int
-    resource: str
-    gpus: int
+    gpus: GpuCount
     channel: Channel
     gpu_layers: str | None
     split_mode: str | None
     tensor_split: str | None
-    set_count: bool  # write the GPU count into limits/requests (annotation decided it)
+    toleration: str | None = None  # taint key to tolerate
+    node_expressions: tuple[dict[str, Any], ...] = ()
     products: tuple[str, ...] = ()
-    argv_understood: bool = True  # False: a wrapper we cannot read; settings go through env
+    router: bool = False
+    argv_understood: bool = True
 
     def settings(self) -> list[tuple[str, str]]:
         """(option key, value) in injection order."""
@@ -139,147 +130,104 @@ class ShardingPlan:
             ordered.append((FIT, "off"))
         return ordered
 
-    def status(self) -> str:
-        """The compact JSON record written to the status annotation."""
-        record = {
-            "container": self.container,
-            "gpus": self.gpus,
-            "resource": self.resource,
-            "gpuLayers": self.gpu_layers or "auto",
-            "splitMode": self.split_mode,
-            "tensorSplit": self.tensor_split,
-            "channel": self.channel,
-        }
-        return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
-    def flags(self) -> str:
-        """The settings as the container gets them: flags, or LLAMA_ARG_* assignments."""
-        if self.channel == "args":
-            return " ".join(f"{INJECTED_SPELLING[key]} {value}" for key, value in self.settings()) or "no flags"
-        return " ".join(f"{key}={value}" for key, value in self.settings()) or "no flags"
-
-    def summary(self) -> str:
-        """One line for a person: what llama.cpp will be started with."""
-        text = f"container {self.container} gets {self.gpus} {self.resource}: {self.flags()}"
-        if self.gpus > MAX_TENSOR_SPLIT_VALUES and self.tensor_split is None:
-            text += f" (over {MAX_TENSOR_SPLIT_VALUES} GPUs: split left to llama.cpp)"
-        if self.gpu_layers is None:
-            text += " (layers: llama.cpp --fit decides)"
-        if not self.argv_understood:
-            text += " (its command is not llama-server itself: it must pass LLAMA_ARG_* through)"
-        return text
-
-
-@dataclass(frozen=True)
-class Target:
-    index: int
-    name: str
-    launch: Launch
+ClaimLookup = Literal["none", "found", "missing"]
 
 
 @dataclass(frozen=True)
 class Planning:
-    target: Target | None
-    gpus: int | None  # None when undecidable (e.g. conflicting counts)
+    target: ContainerReading | None
+    gpus: GpuCount | None  # None when undecidable (conflicting counts, a bad annotation)
     plan: ShardingPlan | None
-    problems: tuple[Violation, ...]
+    problems: tuple[Violation, ...] = ()
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    claim_lookup: ClaimLookup = "none"  # whether the container's claims were found in the snapshot
 
 
-def is_opted_in(pod: Mapping[str, Any], config: Config) -> bool:
-    labels = as_dict(as_dict(pod.get("metadata")).get("labels"))
-    return labels.get(config.enabled_label) == "true"
+NOT_OPTED_IN = Planning(None, None, None)
 
 
-def annotations_of(pod: Mapping[str, Any]) -> dict[str, Any]:
-    return as_dict(as_dict(pod.get("metadata")).get("annotations"))
-
-
-def find_target(pod: Mapping[str, Any], config: Config) -> tuple[Target | None, list[Violation]]:
-    containers = as_list(as_dict(pod.get("spec")).get("containers"))
-    annotation = config.annotation("container")
-    named = annotations_of(pod).get(annotation)
-    if named is not None:
-        for index, container in enumerate(containers):
-            if isinstance(container, dict) and container.get("name") == named:
-                launch = detect_launch(container, named=True)
-                assert launch is not None  # named=True always yields a launch for a dict
-                return Target(index, str(named), launch), []
-        names = ", ".join(str(as_dict(c).get("name")) for c in containers) or "none"
-        return None, [
-            Violation(
-                "unknown-container",
-                f"no container named '{named}' (containers: {names}); fix the annotation",
-                f"metadata.annotations[{annotation}]",
-            )
-        ]
-
-    gpu_indexes = [i for i, c in enumerate(containers) if asks_for_gpus(c, config)]
-    if len(gpu_indexes) > 1:
-        names = ", ".join(str(containers[i].get("name")) for i in gpu_indexes)
-        return None, [
-            Violation(
-                "ambiguous-gpu-containers", f"containers {names} all ask for GPUs; set {annotation} to the llama.cpp one", "spec.containers"
-            )
-        ]
-    launches = [(i, detect_launch(c)) for i, c in enumerate(containers)]
-    candidates = [(i, launch) for i, launch in launches if launch is not None]
-    if len(candidates) > 1:
-        candidates = [(i, launch) for i, launch in candidates if i in gpu_indexes]
-        if len(candidates) != 1:
-            return None, [
-                Violation(
-                    "ambiguous-llama-containers",
-                    f"several containers run llama-server; set {annotation} to the one to shard",
-                    "spec.containers",
-                )
-            ]
-    if not candidates:
-        return None, [
-            Violation(
-                "no-llama-container",
-                f"no container runs llama-server; set the annotation {annotation}: <container name>",
-                "spec.containers",
-            )
-        ]
-    index, launch = candidates[0]
-    return Target(index, str(containers[index].get("name")), launch), []
-
-
-def _annotated_count(value: Any, key: str) -> tuple[int | None, list[Violation]]:
+def _annotated_count(value: str | None, key: str) -> tuple[int | None, list[Violation]]:
     if value is None:
         return None, []
     count = parse_quantity(value)
     if count is None:
-        return None, [Violation("bad-annotation", f"gpu-count '{value}' is not a whole number of GPUs", f"metadata.annotations[{key}]")]
+        return None, [
+            Violation(
+                "bad-annotation",
+                f"gpu-count '{value}' is not a whole number of GPUs; write a number, e.g. \"2\"",
+                f"metadata.annotations[{key}]",
+            )
+        ]
     return count, []
 
 
-def decide_count(pod: Mapping[str, Any], target: Target, config: Config) -> tuple[int | None, str, bool, list[Violation]]:
-    """(N, resource, whether the annotation sets the count, problems)."""
-    container = as_list(as_dict(pod.get("spec")).get("containers"))[target.index]
-    resource, raw_limit, raw_request = gpu_quantities(container, config)
+def decide_count(reading: PodReading, target: ContainerReading, config: Config) -> tuple[GpuCount | None, list[Violation], list[str]]:
+    """(the GPU count, problems, warnings) -- the count is None when a problem stops the decision."""
+    ask = target.gpus
     key = config.annotation("gpu-count")
-    annotated, problems = _annotated_count(annotations_of(pod).get(key), key)
+    annotated, problems = _annotated_count(reading.annotation(config, "gpu-count"), key)
     where = container_field(target.index, "resources")
-    limit = parse_quantity(raw_limit)
-    request = parse_quantity(raw_request)
-    for raw, parsed, kind in ((raw_limit, limit, "limits"), (raw_request, request, "requests")):
+    resource = ask.resource or config.gpu_resources[0]
+    for raw, parsed, kind in ((ask.limit_raw, ask.limit, "limits"), (ask.request_raw, ask.request, "requests")):
         if raw is not None and parsed is None:
-            problems.append(Violation("bad-gpu-quantity", f"{kind}[{resource}] '{raw}' is not a whole number of GPUs", f"{where}.{kind}"))
+            problems.append(
+                Violation(
+                    "bad-gpu-quantity",
+                    f"{kind}[{resource}] '{raw}' is not a whole number of GPUs; use a whole number, e.g. 2",
+                    f"{where}.{kind}",
+                )
+            )
     if problems:
-        return None, resource, False, problems
-
-    declared = limit if limit is not None else request
+        return None, problems, []
+    claims = ask.claims
+    declared = ask.from_limits
+    if claims.claims or claims.missing:
+        if declared:
+            return (
+                None,
+                [
+                    Violation(
+                        "ambiguous-gpu-source",
+                        f"gets {declared} {resource} from limits and GPUs from claim {', '.join(claims.claims or claims.missing)}; "
+                        "ask for GPUs one way",
+                        where,
+                    )
+                ],
+                [],
+            )
+        if claims.missing:
+            # Fail open: the template may be created in the same apply, after this object.
+            why = "not known (yet)" if reading.claims_synced else "not looked up: the DRA objects are not synced"
+            return None, [], [f"gpu-shard: {', '.join(claims.missing)} {why}: admitted unchanged, no GPU flags injected"]
+        count = GpuCount(
+            claims.count, "claim", claims.device_classes[0], claims.claims, claims.objects, unknown_reason=claims.unknown_reason
+        )
+        if annotated is not None:
+            if claims.count is None:
+                return GpuCount(annotated, "claim", count.resource, count.claims, count.claim_objects), [], []
+            if annotated != claims.count:
+                return (
+                    None,
+                    [
+                        Violation(
+                            "count-conflict",
+                            f"annotation {key}={annotated} but claim {', '.join(claims.claims)} gives {claims.count} GPUs; "
+                            "a claim cannot be rewritten: make them equal or drop the annotation",
+                            where,
+                        )
+                    ],
+                    [],
+                )
+        return count, [], []
     if annotated is None:
-        return declared or 0, resource, False, []
+        return GpuCount(declared or 0, "limits", resource), [], []
     if declared is None or declared == annotated:
-        return annotated, resource, declared is None and annotated > 0, []
+        return GpuCount(annotated, "annotation", resource, set_count=declared is None and annotated > 0), [], []
     if config.precedence == "annotation":
-        return annotated, resource, True, []
+        return GpuCount(annotated, "annotation", resource, set_count=True), [], []
     return (
         None,
-        resource,
-        False,
         [
             Violation(
                 "count-conflict",
@@ -287,23 +235,28 @@ def decide_count(pod: Mapping[str, Any], target: Target, config: Config) -> tupl
                 where,
             )
         ],
+        [],
     )
 
 
-def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
-    """Everything the mutation needs to know, or why it cannot proceed."""
-    target, problems = find_target(pod, config)
-    if target is None:
-        return Planning(None, None, None, tuple(problems))
-    gpus, resource, set_count, problems = decide_count(pod, target, config)
-    annotations = annotations_of(pod)
+@dataclass(frozen=True)
+class Asked:
+    """What the sharding annotations ask for (``gpu_layers`` None: llama.cpp's --fit decides)."""
 
-    def annotation(name: str) -> tuple[str, str | None]:
-        key = config.annotation(name)
-        value = annotations.get(key)
-        return key, (None if value is None else str(value))
+    gpu_layers: str | None
+    split_mode: str | None
+    tensor_split: str | None
+    products: tuple[str, ...]
 
-    layers_key, layers = annotation("n-gpu-layers")
+
+def _annotations(reading: PodReading, config: Config, gpus: int | None) -> tuple[Asked, list[Violation]]:
+    """The sharding annotations, checked: n-gpu-layers, split-mode, tensor-split, gpu-product."""
+    problems: list[Violation] = []
+
+    def where(name: str) -> str:
+        return f"metadata.annotations[{config.annotation(name)}]"
+
+    layers = reading.annotation(config, "n-gpu-layers")
     gpu_layers: str | None = config.default_gpu_layers
     if layers is not None:
         gpu_layers = parse_gpu_layers(layers)
@@ -311,38 +264,33 @@ def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
             problems.append(
                 Violation(
                     "bad-annotation",
-                    f"n-gpu-layers '{layers}' must be a whole number, 'all' or 'auto'",
-                    f"metadata.annotations[{layers_key}]",
+                    f"n-gpu-layers '{layers}' is not a layer count; use a whole number, 'all' or 'auto'",
+                    where("n-gpu-layers"),
                 )
             )
-    if gpu_layers == "auto":
-        gpu_layers = None
-
-    mode_key, split_mode = annotation("split-mode")
+    split_mode = reading.annotation(config, "split-mode")
     if split_mode is not None and split_mode not in SPLIT_MODES:
         problems.append(
             Violation(
                 "split-mode-unknown",
-                f"split-mode '{split_mode}' must be one of {', '.join(SPLIT_MODES)}",
-                f"metadata.annotations[{mode_key}]",
+                f"split-mode '{split_mode}' is not a split mode; use one of {', '.join(SPLIT_MODES)}",
+                where("split-mode"),
             )
         )
-
-    split_key, tensor_split = annotation("tensor-split")
+    tensor_split = reading.annotation(config, "tensor-split")
     if tensor_split is not None:
         problem = tensor_split_problem(tensor_split)
         if problem is not None:
-            problems.append(Violation(problem[0], problem[1], f"metadata.annotations[{split_key}]"))
+            problems.append(Violation(problem[0], problem[1], where("tensor-split")))
         elif gpus is not None and (count := len(parse_tensor_split(tensor_split) or ())) != gpus:
             problems.append(
                 Violation(
                     "tensor-split-arity",
                     f"tensor-split '{tensor_split}' has {count} values for {gpus} GPUs; give exactly {gpus}",
-                    f"metadata.annotations[{split_key}]",
+                    where("tensor-split"),
                 )
             )
-
-    product_key, product_text = annotation("gpu-product")
+    product_text = reading.annotation(config, "gpu-product")
     products: tuple[str, ...] = ()
     if product_text is not None:
         products = tuple(p.strip() for p in product_text.split(",") if p.strip())
@@ -350,45 +298,99 @@ def plan_pod(pod: Mapping[str, Any], config: Config) -> Planning:
             problems.append(
                 Violation(
                     "bad-annotation",
-                    f"gpu-product '{product_text}' must be a comma list of node label values, e.g. NVIDIA-L4",
-                    f"metadata.annotations[{product_key}]",
+                    f"gpu-product '{product_text}' is not a list of node label values; use e.g. NVIDIA-L4 or NVIDIA-L4,NVIDIA-A10G",
+                    where("gpu-product"),
                 )
             )
+    return Asked(None if gpu_layers == "auto" else gpu_layers, split_mode, tensor_split, products), problems
 
-    if gpus is not None and gpus > config.max_gpus_per_node:
+
+def _uncounted_warnings(target: ContainerReading, config: Config) -> list[str]:
+    ask = target.gpus
+    warnings = [
+        f"gpu-shard: {name} is not counted as a GPU, so nothing is injected; add it to --gpu-resources (GSW_GPU_RESOURCES) "
+        "or --gpu-device-classes to shard it"
+        for name in ask.lookalikes
+    ]
+    if target.device_access and not ask.any:
+        warnings.append(
+            f"gpu-shard: container {target.name} reaches devices without asking for them ({', '.join(target.device_access)}); "
+            "ask for GPUs as resources or claims to shard them"
+        )
+    return warnings
+
+
+def plan_pod(reading: PodReading, config: Config) -> Planning:
+    """Everything the mutation needs to know, or why it cannot proceed."""
+    if not reading.opted_in:
+        return NOT_OPTED_IN
+    target = reading.target
+    if target is None:
+        return Planning(None, None, None, reading.problems)
+    count, problems, warnings = decide_count(reading, target, config)
+    warnings += _uncounted_warnings(target, config)
+    claims = target.gpus.claims
+    lookup: ClaimLookup = "missing" if claims.missing else "found" if claims.claims else "none"
+    annotated, annotation_problems = _annotations(reading, config, count.count if count else None)
+    problems += annotation_problems
+    if count is not None and count.count is not None and count.count > config.max_gpus_per_node:
         problems.append(
             Violation(
                 "too-many-gpus",
-                f"{gpus} GPUs asked, at most {config.max_gpus_per_node} fit a node; use fewer GPUs",
+                f"{count.count} GPUs asked, at most {config.max_gpus_per_node} fit a node; use fewer GPUs",
                 container_field(target.index, "resources"),
             )
         )
+    if problems or count is None:
+        return Planning(target, count, None, tuple(problems), tuple(warnings), lookup)
+    if count.count == 0:
+        return Planning(target, count, None, (), tuple(warnings), lookup)
 
-    if problems or gpus is None:
-        return Planning(target, gpus, None, tuple(problems))
-    if gpus == 0:
-        return Planning(target, 0, None, ())
-
-    if gpus >= 2:
+    gpus = count.count
+    split_mode = annotated.split_mode
+    tensor_split = annotated.tensor_split
+    if gpus is None:
+        split_mode, tensor_split = None, None
+        warnings.append(
+            f"gpu-shard: GPU count unknown until the scheduler allocates ({count.unknown_reason}): --n-gpu-layers only, no split"
+        )
+    elif gpus >= 2:
         split_mode = split_mode or "layer"
         if tensor_split is None and gpus <= MAX_TENSOR_SPLIT_VALUES:
             tensor_split = ",".join(["1"] * gpus)
     else:
-        split_mode = None
-        tensor_split = None
+        split_mode, tensor_split = None, None
     if split_mode == "none":
         tensor_split = None
+
+    products = annotated.products
+    if count.source == "claim":
+        # The scheduler picks a DRA pod's node from its claim's allocation, not from node labels.
+        expressions: list[dict[str, Any]] = []
+        if products:
+            warnings.append("gpu-shard: gpu-product is ignored for DRA claims; select the product in the claim's CEL selector")
+        toleration = conventional_taint(target.gpus.vendor)
+    else:
+        expressions = gpu_node_expressions(gpus or 0, products, count.resource or "", _needs_cuda13_driver(target.image), config)
+        toleration = count.resource
+    router = target.router
+    channel: Channel = "env" if router else (target.launch.channel if target.launch else "env")
     plan = ShardingPlan(
         container=target.name,
         index=target.index,
-        resource=resource,
-        gpus=gpus,
-        channel=target.launch.channel,
-        gpu_layers=gpu_layers,
+        gpus=count,
+        channel=channel,
+        gpu_layers=annotated.gpu_layers,
         split_mode=split_mode,
         tensor_split=tensor_split,
-        set_count=set_count,
+        toleration=toleration,
+        node_expressions=tuple(expressions),
         products=products,
-        argv_understood=target.launch.recognised,
+        router=router,
+        argv_understood=target.launch.recognised if target.launch else False,
     )
-    return Planning(target, gpus, plan, ())
+    return Planning(target, count, plan, (), tuple(warnings), lookup)
+
+
+def _needs_cuda13_driver(image: Image) -> bool:
+    return image.backend == "cuda13"

@@ -1,22 +1,34 @@
 """Offline dry run: what would the webhook do to each object in a manifest?
 
 ``gpu-shard-webhook preview -f FILE`` is ``kubectl apply --dry-run=server`` for
-people without a cluster at hand, and for the CI of a GitOps repository. It
-runs the same :func:`webhook.review.review_pod` as the server: a Pod is shown
-as it would be admitted, a workload as the pods its controller would create.
+people without a cluster at hand, and for the CI of a GitOps repository. It runs
+the same :func:`webhook.review.review_pod` as the server: a Pod is shown as it
+would be admitted, a workload as the pods its controller would create. Objects
+that carry no pod (ConfigMaps, Services, claim templates) are passed through.
+
+DRA claim templates and claims are resolved from the manifest itself and from
+``--cluster-objects`` (``kubectl get resourceclaimtemplates,resourceclaims,
+deviceclasses,resourceslices -A -o yaml``), the way the server resolves them
+from its watch.
+
+``-o yaml`` / ``-o json`` (kubectl's convention) print the objects as the API
+server would store them instead: Pods mutated, every other object unchanged
+(workload templates are validated, never mutated), denied objects left out.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
-from webhook.plan import as_dict
-from webhook.review import ExtraRules, Review, no_extra_rules, review_object
+from webhook.objects import as_dict
+from webhook.review import Review, review_object
 from webhook.workloads import TEMPLATE_PATHS
 
 
@@ -24,7 +36,17 @@ from webhook.workloads import TEMPLATE_PATHS
 class Previewed:
     kind: str
     name: str
-    review: Review | None  # None: not a pod or workload
+    obj: dict[str, Any]
+    review: Review | None  # None: the object carries no pod, passed through
+
+    @property
+    def stored(self) -> dict[str, Any] | None:
+        """The object as the API server would store it; None when it would be denied."""
+        if self.review is None:
+            return self.obj
+        if not self.review.allowed:
+            return None
+        return self.review.pod if self.kind == "Pod" else self.obj
 
 
 def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
@@ -38,13 +60,13 @@ def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
             yield document
 
 
-def preview_object(obj: dict[str, Any], config: Config, extra: ExtraRules = no_extra_rules) -> Previewed:
+def preview_object(obj: dict[str, Any], config: Config, cluster: Cluster = NO_CLUSTER) -> Previewed:
     kind = str(obj.get("kind") or "")
     metadata = as_dict(obj.get("metadata"))
     name = str(metadata.get("name") or metadata.get("generateName") or "")
     if kind != "Pod" and kind not in TEMPLATE_PATHS:
-        return Previewed(kind, name, None)
-    return Previewed(kind, name, review_object(obj, kind, config, str(metadata.get("namespace") or ""), extra))
+        return Previewed(kind, name, obj, None)
+    return Previewed(kind, name, obj, review_object(obj, kind, config, str(metadata.get("namespace") or "default"), cluster))
 
 
 def render(results: Iterable[Previewed]) -> str:
@@ -53,7 +75,7 @@ def render(results: Iterable[Previewed]) -> str:
     for result in results:
         review = result.review
         if review is None:
-            chunks.append(f"# {result.kind} {result.name}: not a pod or workload, skipped\n")
+            chunks.append(f"# {result.kind} {result.name}: carries no pod, passed through\n")
             continue
         subject = f"{result.kind} {result.name}" + (" (pod template)" if result.kind != "Pod" else "")
         summary = review.summary()
@@ -65,3 +87,25 @@ def render(results: Iterable[Previewed]) -> str:
             lines.append(yaml.safe_dump(review.pod, sort_keys=False).rstrip("\n"))
         chunks.append("\n".join(lines) + "\n")
     return "".join(chunks)
+
+
+def render_stored(results: Iterable[Previewed], output: str) -> str:
+    """``-o yaml|json``: the objects as stored, in order; a List for json, as kubectl prints several."""
+    stored = [r.stored for r in results if r.stored is not None]
+    if output == "json":
+        body: Any = stored[0] if len(stored) == 1 else {"apiVersion": "v1", "kind": "List", "items": stored}
+        return json.dumps(body, indent=2) + "\n"
+    return yaml.safe_dump_all(stored, sort_keys=False) if stored else ""
+
+
+def tally(results: Iterable[Previewed]) -> tuple[int, int, int]:
+    """(admitted, denied, passed through)."""
+    admitted = denied = passed = 0
+    for result in results:
+        if result.review is None:
+            passed += 1
+        elif result.review.allowed:
+            admitted += 1
+        else:
+            denied += 1
+    return admitted, denied, passed

@@ -1,29 +1,28 @@
-"""One call that answers "what happens to this object?": mutation, patch, violations.
+"""One call that answers "what happens to this object?": reading, plan, mutation, rules, report.
 
 The admission endpoints, the offline preview and the tests all go through
-:func:`review_pod` / :func:`review_object`, so they cannot disagree.
+:func:`review_pod` / :func:`review_object`, so they cannot disagree. Data flows one
+way: the pod is read once (:mod:`webhook.reading`), the plan decides from the
+reading, the mutation applies the plan and re-reads the one container it changed,
+the rules judge that final reading, and the report renders it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.cluster import NO_CLUSTER, Cluster, cluster_rules
 from webhook.config import Config
 from webhook.mutation import mutate
+from webhook.objects import as_dict
 from webhook.patch import Operation, diff
-from webhook.plan import ShardingPlan, as_dict
+from webhook.plan import Planning, ShardingPlan, plan_pod
+from webhook.reading import read_pod
+from webhook.report import Report
 from webhook.rules import violations
 from webhook.violation import Violation
 from webhook.workloads import pod_template
-
-# Rules that need more than the pod (the cluster's nodes): (pod, plan) -> (violations, warnings).
-ExtraRules = Callable[[dict[str, Any], ShardingPlan | None], tuple[list[Violation], list[str]]]
-
-
-def no_extra_rules(pod: dict[str, Any], plan: ShardingPlan | None) -> tuple[list[Violation], list[str]]:
-    return [], []
 
 
 @dataclass(frozen=True)
@@ -31,34 +30,43 @@ class Review:
     pod: dict[str, Any]  # as it would be admitted
     patch: list[Operation]
     violations: list[Violation]
-    plan: ShardingPlan | None
+    planning: Planning
+    report: Report | None
     warnings: list[str] = field(default_factory=list)
 
     @property
     def allowed(self) -> bool:
         return not self.violations
 
+    @property
+    def plan(self) -> ShardingPlan | None:
+        return self.planning.plan
+
     def summary(self) -> str | None:
-        return self.plan.summary() if self.plan else None
+        return self.report.summary() if self.report else None
 
 
-def mutate_pod(pod: dict[str, Any], config: Config) -> tuple[list[Operation], ShardingPlan | None]:
-    """The mutating webhook's answer alone: the patch and the plan, no rules (they are the validating webhook's)."""
-    mutation = mutate(pod, config)
-    return diff(pod, mutation.pod), mutation.plan
+def mutate_pod(pod: dict[str, Any], config: Config, cluster: Cluster = NO_CLUSTER) -> tuple[list[Operation], Report | None, Planning]:
+    """The mutating webhook's answer alone: the patch and the report, no rules (they are the validating webhook's)."""
+    claims = cluster.claims()
+    reading = read_pod(pod, config, claims)
+    planning = plan_pod(reading, config)
+    mutation = mutate(reading, planning, config, claims)
+    return diff(pod, mutation.pod), mutation.report, planning
 
 
-def review_pod(pod: dict[str, Any], config: Config, extra: ExtraRules = no_extra_rules) -> Review:
-    mutation = mutate(pod, config)
-    patch = diff(pod, mutation.pod)
-    # Pods reach /validate already mutated: the patch is then empty, and the planning the
-    # mutation made is the planning of the pod the rules judge -- no need to plan again.
-    found = violations(mutation.pod, config, None if patch else mutation.planning)
-    warnings: list[str] = []
-    if mutation.plan is not None or found:
-        more, warnings = extra(mutation.pod, mutation.plan)
-        found = [*found, *more]
-    return Review(mutation.pod, patch, found, mutation.plan, warnings)
+def review_pod(pod: dict[str, Any], config: Config, cluster: Cluster = NO_CLUSTER) -> Review:
+    claims = cluster.claims()
+    reading = read_pod(pod, config, claims)
+    planning = plan_pod(reading, config)
+    mutation = mutate(reading, planning, config, claims)
+    found = violations(mutation.reading, planning, config)
+    warnings = list(planning.warnings)
+    if planning.plan is not None:
+        more, cluster_warnings = cluster_rules(planning, claims, cluster, config)
+        found += more
+        warnings += cluster_warnings
+    return Review(mutation.pod, diff(pod, mutation.pod), found, planning, mutation.report, warnings)
 
 
 def as_pod(obj: dict[str, Any], kind: str, namespace: str = "") -> dict[str, Any] | None:
@@ -75,6 +83,6 @@ def as_pod(obj: dict[str, Any], kind: str, namespace: str = "") -> dict[str, Any
     return pod
 
 
-def review_object(obj: dict[str, Any], kind: str, config: Config, namespace: str = "", extra: ExtraRules = no_extra_rules) -> Review | None:
+def review_object(obj: dict[str, Any], kind: str, config: Config, namespace: str = "", cluster: Cluster = NO_CLUSTER) -> Review | None:
     pod = as_pod(obj, kind, namespace)
-    return None if pod is None else review_pod(pod, config, extra)
+    return None if pod is None else review_pod(pod, config, cluster)

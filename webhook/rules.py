@@ -1,17 +1,19 @@
 """The validating rules: every reason a GPU pod can never work, as violations.
 
-Rules judge the pod as it will run, i.e. after :func:`webhook.mutation.mutate`;
-a pod the mutation fixes is therefore never rejected. Each rule is a small
-function ``(context) -> list[Violation]`` listed in :data:`RULES`.
+Rules judge the reading of the pod as it will run, i.e. after
+:func:`webhook.mutation.mutate`; a pod the mutation fixes is therefore never
+rejected. Each rule is a small function ``(context) -> list[Violation]`` listed in
+:data:`RULES`. A value the kubelet fills in from a Secret or ConfigMap is never a
+reason to deny: rules only judge what they can see.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from webhook.config import Config
+from webhook.expansion import read_environment
 from webhook.llamacpp import (
     DEVICE,
     FIT,
@@ -23,52 +25,41 @@ from webhook.llamacpp import (
     SPLIT_MODE,
     SPLIT_MODES,
     TENSOR_SPLIT,
-    ContainerSettings,
     Setting,
-    env_value,
-    read_settings,
 )
-from webhook.plan import (
-    MIG_PREFIX,
-    Planning,
-    annotations_of,
-    as_dict,
-    as_list,
-    container_field,
-    gpu_quantities,
-    is_opted_in,
-    is_whole_number,
-    parse_gpu_layers,
-    parse_quantity,
-    parse_tensor_split,
-    plan_pod,
-    tensor_split_problem,
-)
+from webhook.objects import as_dict, as_list, container_field, is_whole_number
+from webhook.plan import GpuCount, Planning, gpu_layers_accepted, parse_gpu_layers, parse_tensor_split, tensor_split_problem
+from webhook.reading import ContainerReading, PodReading
 from webhook.violation import Violation
 
 # Values of GPU options that do not pretend the container has a GPU.
 _CPU_SAFE = {GPU_LAYERS: "0", DEVICE: "none", SPLIT_MODE: "none"}
 _ANNOTATED = {GPU_LAYERS: "n-gpu-layers", SPLIT_MODE: "split-mode", TENSOR_SPLIT: "tensor-split"}
+# NVIDIA_VISIBLE_DEVICES values that show no GPU (the container toolkit's "void" and "none").
+_NO_DEVICES = ("", "void", "none")
 
 
 @dataclass(frozen=True)
 class Context:
-    pod: Mapping[str, Any]
+    reading: PodReading  # of the pod as it will run
+    target: ContainerReading
+    count: GpuCount
     config: Config
-    index: int
-    container: Mapping[str, Any]
-    settings: ContainerSettings
-    gpus: int
+
+    @property
+    def gpus(self) -> int | None:
+        return self.count.count
 
     def where(self, setting: Setting) -> str:
         if setting.source == "env":
-            return container_field(self.index, f"env[{setting.spelling}]")
-        return container_field(self.index, "args" if self.container.get("args") else "command")
+            return container_field(self.target.index, f"env[{setting.spelling}]")
+        return container_field(self.target.index, "args" if self.target.container.get("args") else "command")
 
 
 def same_value(key: str, a: str, b: str) -> bool:
     if key == GPU_LAYERS:
-        return parse_gpu_layers(a) == parse_gpu_layers(b)
+        left, right = parse_gpu_layers(a), parse_gpu_layers(b)
+        return left == right if left is not None and right is not None else a.strip() == b.strip()
     if key == TENSOR_SPLIT:
         return parse_tensor_split(a) == parse_tensor_split(b)
     return a.strip().lower() == b.strip().lower()
@@ -81,7 +72,7 @@ def inline_values(ctx: Context) -> list[Violation]:
             f"'{s.spelling}={s.value}' is refused by llama-server; write '{s.spelling} {s.value}' as two tokens",
             ctx.where(s),
         )
-        for s in ctx.settings.inline
+        for s in ctx.target.settings.inline
         if s.key in GPU_ONLY_KEYS
     ]
 
@@ -89,76 +80,143 @@ def inline_values(ctx: Context) -> list[Violation]:
 def missing_values(ctx: Context) -> list[Violation]:
     return [
         Violation("missing-value", f"'{s.spelling}' ends the argv without its value; llama-server will not start", ctx.where(s))
-        for s in ctx.settings.incomplete
+        for s in ctx.target.settings.incomplete
+    ]
+
+
+def repeated_entrypoint(ctx: Context) -> list[Violation]:
+    launch, image = ctx.target.launch, ctx.target.image
+    if launch is None or launch.repeated_entrypoint is None or image.entrypoint is None:
+        return []
+    return [
+        Violation(
+            "repeated-entrypoint",
+            f"the image already starts {image.entrypoint[0]}, so '{launch.repeated_entrypoint}' reaches it as an argument it refuses; "
+            f"drop it from args, or set command: [{launch.repeated_entrypoint}]",
+            container_field(ctx.target.index, "args"),
+        )
+    ]
+
+
+def gpu_layers_value(ctx: Context) -> list[Violation]:
+    setting = ctx.target.settings.effective(GPU_LAYERS)
+    if setting is None or setting.value is None or gpu_layers_accepted(setting.value):
+        return []
+    return [
+        Violation(
+            "gpu-layers-invalid",
+            f"{setting.spelling} '{setting.value}' is not a number of layers, 'auto' or 'all'; llama-server will not start",
+            ctx.where(setting),
+        )
     ]
 
 
 def gpu_flags_without_gpus(ctx: Context) -> list[Violation]:
-    if ctx.gpus != 0:
-        return []
+    target = ctx.target
+    if ctx.gpus != 0 or target.gpus.lookalikes or target.device_access:
+        return []  # GPUs the webhook does not count: a warning says so, no denial
     found = []
-    for source in (ctx.settings.argv, ctx.settings.env):
+    for source in (target.settings.argv, target.settings.env):
         for key in GPU_ONLY_KEYS:
             setting = source.get(key)
-            if setting is None or (setting.value or "").strip().lower() == _CPU_SAFE.get(key):
+            if setting is None or setting.value is None or setting.value.strip().lower() == _CPU_SAFE.get(key):
                 continue
             found.append(
                 Violation(
                     "gpu-flags-without-gpus",
                     f"{setting.spelling} is set but the container asks for no GPU; "
-                    f"add resources.limits[{ctx.config.gpu_resources[0]}] or remove it",
+                    f"add resources.limits[{ctx.config.gpu_resources[0]}] (or a DRA claim) or remove it",
                     ctx.where(setting),
                 )
             )
     return found
 
 
+def image_backend(ctx: Context) -> list[Violation]:
+    image, ask = ctx.target.image, ctx.target.gpus
+    vendors = image.vendors
+    if vendors is None or (not ctx.gpus and ctx.count.source != "claim"):
+        return []
+    where = container_field(ctx.target.index, "image")
+    held = ctx.count.describe()
+    if not vendors:
+        return [
+            Violation(
+                "cpu-image-with-gpus",
+                f"{image.reference} is llama.cpp's CPU build: the pod would hold {held} and run on the CPU; "
+                f"use :{image.suggestion(ask.vendor or 'nvidia')}",
+                where,
+            )
+        ]
+    vendor = ask.vendor
+    if vendor is None or vendor in vendors:
+        return []
+    return [
+        Violation(
+            "image-backend-mismatch",
+            f"{image.reference} is the {image.backend} build, which cannot drive {vendor} GPUs ({held}); "
+            f"use :{image.suggestion(vendor)} or a -vulkan tag",
+            where,
+        )
+    ]
+
+
 def tensor_split(ctx: Context) -> list[Violation]:
-    setting = ctx.settings.effective(TENSOR_SPLIT)
-    if ctx.gpus == 0 or setting is None or setting.value is None:
+    setting = ctx.target.settings.effective(TENSOR_SPLIT)
+    gpus = ctx.gpus
+    if not gpus or setting is None or setting.value is None:
         return []
     problem = tensor_split_problem(setting.value)
     if problem is not None:
         return [Violation(problem[0], f"{setting.spelling} {problem[1]}", ctx.where(setting))]
     count = len(parse_tensor_split(setting.value) or ())
-    if count == ctx.gpus:
+    if count == gpus:
         return []
-    if ctx.gpus > MAX_TENSOR_SPLIT_VALUES:
+    if gpus > MAX_TENSOR_SPLIT_VALUES:
         fix = f"remove it: over {MAX_TENSOR_SPLIT_VALUES} GPUs llama.cpp splits evenly by itself"
     else:
-        fix = f"give exactly {ctx.gpus} values, e.g. {','.join(['1'] * ctx.gpus)}"
+        fix = f"give exactly {gpus} values, e.g. {','.join(['1'] * gpus)}"
     return [
         Violation(
-            "tensor-split-arity", f"{setting.spelling} '{setting.value}' has {count} values for {ctx.gpus} GPUs; {fix}", ctx.where(setting)
+            "tensor-split-arity", f"{setting.spelling} '{setting.value}' has {count} values for {gpus} GPUs; {fix}", ctx.where(setting)
         )
     ]
 
 
 def split_mode(ctx: Context) -> list[Violation]:
-    setting = ctx.settings.effective(SPLIT_MODE)
-    if ctx.gpus == 0 or setting is None or setting.value is None:
+    setting = ctx.target.settings.effective(SPLIT_MODE)
+    gpus = ctx.gpus
+    if not gpus or setting is None or setting.value is None:
         return []
     mode = setting.value.strip().lower()
     if mode not in SPLIT_MODES:
         return [
             Violation(
-                "split-mode-unknown", f"{setting.spelling} '{setting.value}' must be one of {', '.join(SPLIT_MODES)}", ctx.where(setting)
-            )
-        ]
-    if mode == "none" and ctx.gpus >= 2:
-        return [
-            Violation(
-                "split-mode-none-multi-gpu",
-                f"{setting.spelling} none uses 1 of {ctx.gpus} GPUs; use layer (or ask for 1 GPU)",
+                "split-mode-unknown",
+                f"{setting.spelling} '{setting.value}' is not a split mode; use one of {', '.join(SPLIT_MODES)}",
                 ctx.where(setting),
             )
         ]
-    if mode == "tensor" and ctx.gpus >= 2:
+    if mode == "none" and gpus >= 2:
+        return [
+            Violation(
+                "split-mode-none-multi-gpu",
+                f"{setting.spelling} none uses 1 of {gpus} GPUs; use layer (or ask for 1 GPU)",
+                ctx.where(setting),
+            )
+        ]
+    if mode == "tensor" and gpus >= 2:
         found = []
-        fit = ctx.settings.effective(FIT)
+        fit = ctx.target.settings.effective(FIT)
         if fit is None or (fit.value is not None and fit.value.strip().lower() != "off"):
-            found.append(Violation("tensor-mode-fit", "split mode tensor needs --fit off", ctx.where(fit or setting)))
-        attention = ctx.settings.effective(FLASH_ATTN)
+            found.append(
+                Violation(
+                    "tensor-mode-fit",
+                    "split mode tensor needs --fit off; set --fit off or use another split mode",
+                    ctx.where(fit or setting),
+                )
+            )
+        attention = ctx.target.settings.effective(FLASH_ATTN)
         if attention is not None and (attention.value or "").strip().lower() == "off":
             found.append(
                 Violation(
@@ -172,54 +230,86 @@ def split_mode(ctx: Context) -> list[Violation]:
 
 
 def main_gpu(ctx: Context) -> list[Violation]:
-    setting = ctx.settings.effective(MAIN_GPU)
-    if ctx.gpus == 0 or setting is None or setting.value is None:
+    setting = ctx.target.settings.effective(MAIN_GPU)
+    gpus = ctx.gpus
+    if not gpus or setting is None or setting.value is None:
         return []
     text = setting.value.strip()
-    if is_whole_number(text) and int(text) < ctx.gpus:
-        return []
-    return [Violation("main-gpu-out-of-range", f"{setting.spelling} '{text}' is not a GPU index of 0..{ctx.gpus - 1}", ctx.where(setting))]
-
-
-def device_count(ctx: Context) -> list[Violation]:
-    setting = ctx.settings.effective(DEVICE)
-    if ctx.gpus == 0 or setting is None or setting.value is None:
-        return []
-    names = [] if setting.value.strip().lower() == "none" else [d for d in setting.value.split(",") if d.strip()]
-    if len(names) == ctx.gpus:
+    if is_whole_number(text) and int(text) < gpus:
         return []
     return [
         Violation(
-            "device-count-mismatch",
-            f"{setting.spelling} '{setting.value}' names {len(names)} devices for {ctx.gpus} GPUs; list {ctx.gpus} or remove it",
+            "main-gpu-out-of-range",
+            f"{setting.spelling} '{text}' is not a GPU index of 0..{gpus - 1}; use one or remove it",
             ctx.where(setting),
         )
     ]
 
 
-def visible_devices(ctx: Context) -> list[Violation]:
-    value = env_value(ctx.container.get("env"), "CUDA_VISIBLE_DEVICES")
-    if ctx.gpus == 0 or value is None or value.strip().lower() == "all":
+def device_count(ctx: Context) -> list[Violation]:
+    setting = ctx.target.settings.effective(DEVICE)
+    gpus = ctx.gpus
+    if not gpus or setting is None or setting.value is None:
         return []
-    count = len([d for d in value.split(",") if d.strip()])
-    if count == ctx.gpus:
+    names = [] if setting.value.strip().lower() == "none" else [d for d in setting.value.split(",") if d.strip()]
+    if len(names) == gpus:
         return []
     return [
         Violation(
-            "cuda-visible-devices-mismatch",
-            f"CUDA_VISIBLE_DEVICES '{value}' shows {count} of {ctx.gpus} GPUs; remove it (the device plugin sets visibility)",
-            container_field(ctx.index, "env[CUDA_VISIBLE_DEVICES]"),
+            "device-count-mismatch",
+            f"{setting.spelling} '{setting.value}' names {len(names)} devices for {gpus} GPUs; list {gpus} or remove it",
+            ctx.where(setting),
         )
     ]
 
 
+def visible_count(name: str, value: str) -> int | None:
+    """How many devices a visibility variable shows; None when its syntax does not say (a type, '*')."""
+    text = value.strip()
+    if name == "ONEAPI_DEVICE_SELECTOR":
+        devices: set[str] = set()
+        for term in text.split(";"):
+            if not term.strip() or term.strip().startswith("!"):
+                continue
+            _, _, selected = term.partition(":")
+            for device in selected.split(","):
+                device = device.strip()
+                if not device.split(".")[0].isdigit():
+                    return None  # '*', 'gpu', 'cpu': not a count
+                devices.add(device.split(".")[0])
+        return len(devices)
+    if name == "CUDA_VISIBLE_DEVICES" and text.lower() == "all":
+        return None
+    roots = {item.strip().split(".")[0] for item in text.split(",") if item.strip()}
+    return len(roots)
+
+
+def visible_devices(ctx: Context) -> list[Violation]:
+    gpus = ctx.gpus
+    if not gpus:
+        return []
+    found = []
+    for name, value in ctx.target.visibility():
+        count = visible_count(name, value)
+        if count is None or count == gpus:
+            continue
+        code = "cuda-visible-devices-mismatch" if name == "CUDA_VISIBLE_DEVICES" else "visible-devices-mismatch"
+        found.append(
+            Violation(
+                code,
+                f"{name} '{value}' shows {count} of {gpus} GPUs; remove it (the device plugin or DRA driver sets visibility)",
+                container_field(ctx.target.index, f"env[{name}]"),
+            )
+        )
+    return found
+
+
 def annotation_conflicts(ctx: Context) -> list[Violation]:
-    annotations = annotations_of(ctx.pod)
     found = []
     for key, name in _ANNOTATED.items():
-        asked = annotations.get(ctx.config.annotation(name))
-        setting = ctx.settings.effective(key)
-        if asked is None or setting is None or setting.value is None or same_value(key, str(asked), setting.value):
+        asked = ctx.reading.annotation(ctx.config, name)
+        setting = ctx.target.settings.effective(key)
+        if asked is None or setting is None or setting.value is None or same_value(key, asked, setting.value):
             continue
         found.append(
             Violation(
@@ -233,8 +323,8 @@ def annotation_conflicts(ctx: Context) -> list[Violation]:
 
 def flag_conflicts(ctx: Context) -> list[Violation]:
     found = []
-    for key, from_argv in ctx.settings.argv.items():
-        from_env = ctx.settings.env.get(key)
+    for key, from_argv in ctx.target.settings.argv.items():
+        from_env = ctx.target.settings.env.get(key)
         if from_env is None or from_env.value is None or from_argv.value is None:
             continue
         if not same_value(key, from_argv.value, from_env.value):
@@ -251,7 +341,10 @@ def flag_conflicts(ctx: Context) -> list[Violation]:
 RULES: tuple[Callable[[Context], list[Violation]], ...] = (
     inline_values,
     missing_values,
+    repeated_entrypoint,
+    gpu_layers_value,
     gpu_flags_without_gpus,
+    image_backend,
     tensor_split,
     split_mode,
     main_gpu,
@@ -262,47 +355,60 @@ RULES: tuple[Callable[[Context], list[Violation]], ...] = (
 )
 
 
-def resource_violations(pod: Mapping[str, Any], config: Config) -> list[Violation]:
+def resource_violations(reading: PodReading) -> list[Violation]:
     """GPU resource shapes Kubernetes or the device plugin cannot honour, in any container."""
     found = []
-    for index, container in enumerate(as_list(as_dict(pod.get("spec")).get("containers"))):
-        if not isinstance(container, dict):
-            continue
-        resource, raw_limit, raw_request = gpu_quantities(container, config)
-        limit, request = parse_quantity(raw_limit), parse_quantity(raw_request)
-        where = container_field(index, "resources")
+    for container in reading.containers:
+        ask = container.gpus
+        limit, request = ask.limit, ask.request
+        where = container_field(container.index, "resources")
         if limit is not None and request is not None and limit != request:
             found.append(
                 Violation(
                     "requests-limits-mismatch",
-                    f"requests[{resource}]={request} but limits[{resource}]={limit}; set both to the same number",
+                    f"requests[{ask.resource}]={request} but limits[{ask.resource}]={limit}; set both to the same number",
                     where,
                 )
             )
-        resources = as_dict(container.get("resources"))
-        names = set(as_dict(resources.get("limits"))) | set(as_dict(resources.get("requests")))
-        if (limit or request) and any(name.startswith(MIG_PREFIX) for name in names):
-            found.append(Violation("mixed-mig", f"asks for whole {resource} and MIG slices; use one or the other", where))
+        if (limit or request) and ask.mig:
+            found.append(Violation("mixed-mig", f"asks for whole {ask.resource} and MIG slices; use one or the other", where))
     return found
 
 
-def violations(pod: Mapping[str, Any], config: Config, planning: Planning | None = None) -> list[Violation]:
+def device_plugin_visibility(reading: PodReading) -> list[Violation]:
+    """NVIDIA_VISIBLE_DEVICES set by hand shows a container GPUs it was not allocated."""
+    spec = as_dict(reading.pod.get("spec"))
+    found = []
+    for field, containers in (("containers", spec.get("containers")), ("initContainers", spec.get("initContainers"))):
+        for index, container in enumerate(as_list(containers)):
+            value = read_environment(as_dict(container)).literal("NVIDIA_VISIBLE_DEVICES")
+            if value is None or value.strip().lower() in _NO_DEVICES:
+                continue
+            found.append(
+                Violation(
+                    "nvidia-visible-devices-set",
+                    f"NVIDIA_VISIBLE_DEVICES '{value}' lets the container see GPUs it was not allocated; "
+                    "remove it (the device plugin sets it to the allocated GPUs)",
+                    f"spec.{field}[{index}].env[NVIDIA_VISIBLE_DEVICES]",
+                )
+            )
+    return found
+
+
+def violations(reading: PodReading, planning: Planning, config: Config) -> list[Violation]:
     """Everything wrong with an opted-in pod as it will run; [] for pods that did not opt in.
 
-    ``planning`` may be passed when it was made for this very pod (not for the pod
-    before a mutation changed it), to save planning twice.
+    ``reading`` is of the pod as it will run; ``planning`` is the decision made for it
+    (the GPU count does not change in the mutation).
     """
-    if not is_opted_in(pod, config):
+    if not reading.opted_in:
         return []
-    planning = planning or plan_pod(pod, config)
     found = list(planning.problems)
-    found.extend(v for v in resource_violations(pod, config) if v not in found)
-    target = planning.target
+    found.extend(v for v in [*resource_violations(reading), *device_plugin_visibility(reading)] if v not in found)
+    target = reading.target
     if target is None or planning.gpus is None:
         return found
-    container = as_list(as_dict(pod.get("spec")).get("containers"))[target.index]
-    settings = read_settings(target.launch, container.get("env"))
-    ctx = Context(pod, config, target.index, container, settings, planning.gpus)
+    ctx = Context(reading, target, planning.gpus, config)
     for rule in RULES:
         found.extend(rule(ctx))
     return found

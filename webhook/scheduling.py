@@ -31,14 +31,29 @@ def tolerates(toleration: Any, key: str) -> bool:
     return toleration.get("key") == key and operator == "Exists"
 
 
-def with_gpu_toleration(tolerations: Any, resource: str) -> list[Any]:
+def with_gpu_toleration(tolerations: Any, key: str | None) -> Any:
     existing = tolerations if isinstance(tolerations, list) else []
-    if any(tolerates(t, resource) for t in existing):
-        return existing
-    return [*existing, gpu_toleration(resource)]
+    if key is None or any(tolerates(t, key) for t in existing):
+        return tolerations
+    return [*existing, gpu_toleration(key)]
 
 
-def gpu_node_expressions(gpus: int, products: tuple[str, ...], resource: str, config: Config) -> list[dict[str, Any]]:
+# CUDA 13 needs an NVIDIA driver of the 580 series or newer (CUDA 13.0 release notes,
+# "minimum required driver version"); an older driver fails at cuInit and llama.cpp
+# silently falls back to the CPU.
+CUDA13_MIN_DRIVER_MAJOR = 580
+
+# The taint key managed clusters put on GPU nodes for each vendor (GKE and AKS taint
+# NVIDIA nodes nvidia.com/gpu; AMD's operator documents amd.com/gpu). A DRA pod gets
+# its devices from a claim, not from this resource, but lands on the same tainted nodes.
+CONVENTIONAL_TAINTS = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu"}
+
+
+def conventional_taint(vendor: str | None) -> str | None:
+    return CONVENTIONAL_TAINTS.get(vendor or "")
+
+
+def gpu_node_expressions(gpus: int, products: tuple[str, ...], resource: str, cuda13: bool, config: Config) -> list[dict[str, Any]]:
     """The node-selector requirements a pod with ``gpus`` of ``resource`` needs.
 
     None when affinity is switched off, or for a resource the node labels do not
@@ -54,6 +69,8 @@ def gpu_node_expressions(gpus: int, products: tuple[str, ...], resource: str, co
         expressions.append({"key": config.sharing_strategy_label, "operator": "NotIn", "values": list(config.shared_strategies)})
     if products:
         expressions.append({"key": config.product_label, "operator": "In", "values": list(products)})
+    if cuda13:
+        expressions.append({"key": config.cuda_driver_label, "operator": "Gt", "values": [str(CUDA13_MIN_DRIVER_MAJOR - 1)]})
     return expressions
 
 

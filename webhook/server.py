@@ -20,8 +20,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from webhook import admission, metrics
+from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
-from webhook.review import ExtraRules, no_extra_rules
 
 log = logging.getLogger("gpu_shard_webhook.admission")
 
@@ -71,12 +71,12 @@ class AdmissionEndpoints:
     here; health, readiness, metrics and every other path stay in Flask.
     """
 
-    def __init__(self, flask_wsgi: Callable[..., Any], config: Config, extra: ExtraRules, allow_endpoint: bool) -> None:
+    def __init__(self, flask_wsgi: Callable[..., Any], config: Config, cluster: Cluster, allow_endpoint: bool) -> None:
         self.flask_wsgi = flask_wsgi
         self.config = config
         self.routes: dict[str, tuple[str, Callable[[admission.Request], admission.Decision]]] = {
-            "/mutate": ("mutate", lambda review: admission.mutate(review, config)),
-            "/validate": ("validate", lambda review: admission.validate(review, config, extra)),
+            "/mutate": ("mutate", lambda review: admission.mutate(review, config, cluster)),
+            "/validate": ("validate", lambda review: admission.validate(review, config, cluster)),
         }
         if allow_endpoint:  # benchmark baseline: the same HTTP, TLS, JSON, log and metrics work, no decision
             self.routes["/allow"] = ("allow", lambda review: admission.Decision(admission.allowed(review.uid), "allowed"))
@@ -154,11 +154,11 @@ class AdmissionEndpoints:
 def create_app(
     config: Config,
     readiness: Readiness | None = None,
-    extra_rules: ExtraRules | None = None,
+    cluster: Cluster = NO_CLUSTER,
     allow_endpoint: bool = False,
 ) -> Flask:
     app = Flask("gpu_shard_webhook")
-    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, config, extra_rules or no_extra_rules, allow_endpoint)  # type: ignore[method-assign]
+    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, config, cluster, allow_endpoint)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -196,8 +196,11 @@ def _record(webhook: str, review: admission.Request, decision: admission.Decisio
     metrics.LATENCY.labels(webhook).observe(elapsed)
     for violation in decision.violations:
         metrics.REJECTIONS.labels(violation.code).inc()
-    if decision.result == "patched" and decision.plan is not None:
-        metrics.SHARDED.labels(str(decision.plan.gpus)).inc()
+    gpus = decision.gpus
+    if decision.result == "patched" and decision.report is not None:
+        metrics.SHARDED.labels("unknown" if gpus is None else str(gpus)).inc()
+    if decision.claim_lookup != "none":
+        metrics.CLAIM_LOOKUPS.labels(webhook, decision.claim_lookup).inc()
     line: dict[str, Any] = {
         "webhook": webhook,
         "uid": review.uid,
@@ -208,7 +211,7 @@ def _record(webhook: str, review: admission.Request, decision: admission.Decisio
         "dryRun": review.dry_run,
         "decision": decision.result,
         "codes": [v.code for v in decision.violations],
-        "gpus": decision.plan.gpus if decision.plan else 0,
+        "gpus": gpus,
         "durationMs": round(elapsed * 1000, 3),
     }
     log.info(json.dumps(line, separators=(",", ":")))

@@ -52,21 +52,25 @@ class ServeOptions:
     log_level: str = "info"
 
 
-CANARY_POD: dict[str, Any] = {
-    "metadata": {"labels": {"gpu-shard.io/enabled": "true"}},
-    "spec": {
-        "containers": [
-            {"name": "llama", "image": "ghcr.io/ggml-org/llama.cpp:server-cuda", "resources": {"limits": {"nvidia.com/gpu": "2"}}}
-        ]
-    },
-}
+def canary_pod(config: Config) -> tuple[dict[str, Any], int]:
+    """A pod the configured webhook must shard, and its GPU count: built from the configuration
+    (the first counted GPU resource, at most the per-node maximum), so readiness follows it.
+    The Vulkan image drives every vendor's GPUs."""
+    gpus = min(2, config.max_gpus_per_node)
+    container = {
+        "name": "llama",
+        "image": "ghcr.io/ggml-org/llama.cpp:server-vulkan",
+        "args": ["-m", "/models/canary.gguf"],
+        "resources": {"limits": {config.gpu_resources[0]: str(gpus)}},
+    }
+    return {"metadata": {"labels": {config.enabled_label: "true"}}, "spec": {"containers": [container]}}, gpus
 
 
 def rules_answer(config: Config) -> bool:
     """The rules engine plans the canary pod as expected."""
-    pod = {**CANARY_POD, "metadata": {"labels": {config.enabled_label: "true"}}}
+    pod, gpus = canary_pod(config)
     review = review_pod(pod, config)
-    return review.plan is not None and review.plan.gpus == 2 and not review.violations
+    return review.plan is not None and review.plan.gpus.count == gpus and not review.violations
 
 
 def readiness(watcher: CertWatcher, config: Config) -> Callable[[], tuple[bool, str]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 import time
 import urllib.error
@@ -15,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import kubelet
 from tests.harness import ROOT, background, free_port
-from webhook.llamacpp import SHELLS, image_flavour, option_table
+from webhook.llamacpp import option_table
 
 BUILD_SCRIPT = ROOT / "tests" / "e2e" / "build_llama_server.sh"
 
@@ -29,24 +29,62 @@ def build_llama_server() -> Path:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
-def _spellings(key: str) -> set[str]:
-    return set(option_table().by_key(key).spellings)
+def _spellings(*keys: str) -> set[str]:
+    return {spelling for key in keys for spelling in option_table().by_key(key).spellings}
 
 
 MODEL, PORT, HOST = _spellings("LLAMA_ARG_MODEL"), _spellings("LLAMA_ARG_PORT"), _spellings("LLAMA_ARG_HOST")
+# Where the model comes from: all of them become the tiny model here.
+MODEL_SOURCES = _spellings("LLAMA_ARG_MODEL", "LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_DOCKER_REPO")
+# Options naming files this machine does not have (a projector, adapters, a draft model, a
+# chat template file, a Hugging Face file inside a repo): dropped with their value.
+DROPPED = _spellings(
+    "LLAMA_ARG_HF_FILE",
+    "LLAMA_ARG_MMPROJ",
+    "LLAMA_ARG_MMPROJ_URL",
+    "LLAMA_ARG_SPEC_DRAFT_MODEL",
+    "LLAMA_ARG_SPEC_DRAFT_HF_REPO",
+    "LLAMA_ARG_CHAT_TEMPLATE_FILE",
+    "LLAMA_ARG_SPEC_TYPE",
+) | {"--lora", "--lora-scaled", "--mmproj-auto", "--no-mmproj"}
+ROUTER_SOURCES = _spellings("LLAMA_ARG_MODELS_PRESET", "LLAMA_ARG_MODELS_DIR")
+DROPPED_ENV = ("LLAMA_ARG_HF_REPO", "LLAMA_ARG_HF_FILE", "LLAMA_ARG_MODEL_URL", "LLAMA_ARG_MMPROJ", "LLAMA_API_KEY")
 
 
-def localise(options: Sequence[str], model: Path, port: int) -> list[str]:
-    """The same options with the model, host and port pointed at this machine."""
-    out = list(options)
+def localise(options: Sequence[str], model: Path, port: int, router_preset: Path | None = None) -> list[str]:
+    """The same options with the model, host and port pointed at this machine: the one swap
+    both sides of a comparison make (files this machine lacks are dropped with their value)."""
+    table = option_table()
+    out: list[str] = []
+    index = 0
     seen = set()
-    for index, token in enumerate(out[:-1]):
-        for spellings, value, name in ((MODEL, str(model), "model"), (PORT, str(port), "port"), (HOST, "127.0.0.1", "host")):
+    while index < len(options):
+        token = options[index]
+        spec = table.lookup(token)
+        width = spec.n_values if spec else 0
+        values = list(options[index + 1 : index + 1 + width])
+        index += 1 + width
+        if token in DROPPED:
+            continue
+        if token in MODEL_SOURCES:
+            if "model" not in seen:
+                out += ["-m", str(model)]
+            seen.add("model")
+            continue
+        if token in ROUTER_SOURCES:
+            assert router_preset is not None, "a router needs a preset here"
+            out += ["--models-preset", str(router_preset)]
+            seen.add("router")
+            continue
+        for spellings, value, name in ((PORT, str(port), "port"), (HOST, "127.0.0.1", "host")):
             if token in spellings:
-                out[index + 1] = value
+                values = [value]
                 seen.add(name)
-    if "model" not in seen:
+        out += [token, *values]
+    if "model" not in seen and "router" not in seen and router_preset is None:
         out += ["-m", str(model)]
+    if router_preset is not None and "router" not in seen:
+        out += ["--models-preset", str(router_preset)]
     if "port" not in seen:
         out += ["--port", str(port)]
     if "host" not in seen:
@@ -55,31 +93,52 @@ def localise(options: Sequence[str], model: Path, port: int) -> list[str]:
 
 
 class NotRunnableHere(Exception):
-    """The container starts something this machine does not have (a wrapper script, the unified binary)."""
+    """The container starts something this machine does not have (a wrapper script, the unified binary, a fork)."""
 
 
-def local_launch(container: dict[str, Any], binary: Path, model: Path, port: int) -> tuple[list[str], dict[str, str]]:
-    """The container's final argv and env, made to run here: image entrypoint, env vars included."""
-    env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or [] if "valueFrom" not in e}
-    command = list(container.get("command") or [])
-    args = list(container.get("args") or [])
-    if not command:
-        flavour = image_flavour(container.get("image"))
-        command = ["/app/tools.sh"] if flavour == "full" else ["/app/llama-server"]
-    argv = command + args
-    program = argv[0].rsplit("/", 1)[-1]
-    if program in SHELLS:
-        words = shlex.split(argv[2])
-        start = next(i for i, w in enumerate(words) if w.rsplit("/", 1)[-1] == "llama-server")
-        end = next((i for i, w in enumerate(words) if w in ("&&", "||", ";", "|") and i > start), len(words))
-        server = [str(binary), *localise(words[start + 1 : end], model, port)]
-        script = shlex.join([*words[:start], *server, *words[end:]])
-        return [argv[0], argv[1], script], env
-    if program == "tools.sh":
-        return [str(binary), *localise(argv[2:], model, port)], env
-    if program == "llama-server":
-        return [str(binary), *localise(argv[1:], model, port)], env
-    raise NotRunnableHere(" ".join(argv[:2]))
+@dataclass(frozen=True)
+class LocalLaunch:
+    argv: list[str]
+    env: dict[str, str]
+    router_model: str | None  # the model name to ask a router for
+
+
+ROUTER_MODEL = "tiny"
+
+
+def local_launch(
+    container: dict[str, Any],
+    binary: Path,
+    model: Path,
+    port: int,
+    workdir: Path | None = None,
+    config_maps: dict[str, dict[str, str]] | None = None,
+) -> LocalLaunch:
+    """The container's process as the kubelet would start it (tests/kubelet.py), made to run here."""
+    process = kubelet.process(container, config_maps)
+    env = {k: str(v) for k, v in process.env.items() if v is not kubelet.HIDDEN and k not in DROPPED_ENV}
+    env.pop("LLAMA_ARG_PORT", None), env.pop("LLAMA_ARG_HOST", None)
+    options = process.server_options
+    if options is None:
+        raise NotRunnableHere(" ".join(str(t) for t in process.argv[:2]))
+    if any(o is kubelet.HIDDEN for o in options):
+        raise NotRunnableHere("an argument comes from a Secret or ConfigMap this test does not have")
+    unknown = [o for o in options if isinstance(o, str) and o.startswith("-") and option_table().lookup(o.split("=")[0]) is None]
+    if unknown:
+        raise NotRunnableHere(f"options upstream llama-server does not have (a fork): {' '.join(unknown)}")
+    names_model = any(o in MODEL_SOURCES for o in options) or any(k in env for k in ("LLAMA_ARG_MODEL",))
+    router = not names_model and not any(k in process.env for k in ("LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL"))
+    preset = None
+    if router:
+        assert workdir is not None
+        preset = workdir / "presets.ini"
+        preset.write_text(f"version = 1\n\n[{ROUTER_MODEL}]\nmodel = {model}\nload-on-startup = true\n")
+    if not router and "LLAMA_ARG_MODEL" not in env and any(k in process.env for k in ("LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL")):
+        env["LLAMA_ARG_MODEL"] = str(model)
+    local = localise([str(o) for o in options], model, port, preset)
+    if "LLAMA_ARG_MODEL" in env and "-m" in local and not names_model:
+        local = [t for i, t in enumerate(local) if not (t == "-m" or (i and local[i - 1] == "-m"))]
+    return LocalLaunch([str(binary), *local], env, ROUTER_MODEL if router else None)
 
 
 @dataclass
@@ -107,13 +166,15 @@ def http_json(url: str, body: dict[str, Any] | None = None, timeout: float = 60)
         return error.code, {}
 
 
-def wait_healthy(server: RunningLlama, timeout: float = 60) -> bool:
+def wait_healthy(server: RunningLlama, timeout: float = 60, model: str | None = None) -> bool:
+    """Until the server (for a router: the model it loads on startup) answers /health."""
     deadline = time.monotonic() + timeout
+    health = server.url + "/health" + (f"?model={model}" if model else "")
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             return False
         try:
-            if http_json(server.url + "/health", timeout=2)[0] == 200:
+            if http_json(health, timeout=2)[0] == 200:
                 return True
         except OSError:
             pass
@@ -128,7 +189,9 @@ def llama_process(argv: list[str], env: dict[str, str], port: int, log_path: Pat
         yield RunningLlama(process, port, log_path)
 
 
-def start_container(container: dict[str, Any], binary: Path, model: Path, log_path: Path) -> Any:
+def start_container(
+    container: dict[str, Any], binary: Path, model: Path, log_path: Path, config_maps: dict[str, dict[str, str]] | None = None
+) -> tuple[Any, LocalLaunch]:
     port = free_port()
-    argv, env = local_launch(container, binary, model, port)
-    return llama_process(argv, env, port, log_path)
+    launch = local_launch(container, binary, model, port, log_path.parent, config_maps)
+    return llama_process(launch.argv, launch.env, port, log_path), launch

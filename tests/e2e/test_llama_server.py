@@ -39,22 +39,23 @@ def admit(server: RunningServer, pod_object: dict[str, Any]) -> dict[str, Any]:
     return admitted
 
 
-def serve_and_chat(target: dict[str, Any], binary: Path, model: Path, log_path: Path) -> None:
+def serve_and_chat(target: dict[str, Any], binary: Path, model: Path, log_path: Path, config_maps: dict | None = None) -> None:
     try:
-        launch = start_container(target, binary, model, log_path)
+        running, launch = start_container(target, binary, model, log_path, config_maps)
     except NotRunnableHere as reason:
         pytest.skip(f"starts {reason}, which this machine does not have")
-    with launch as server:
-        healthy = wait_healthy(server)
+    with running as server:
+        healthy = wait_healthy(server, model=launch.router_model)
         log = server.log()
         assert "invalid argument" not in log and "error: " not in log, log[-3000:]
         if not healthy and "LLAMA_SPLIT_MODE_TENSOR needs >= 1 devices" in log:
             # The argv parsed; tensor parallelism needs GPU devices, which a CPU build has none of.
             pytest.skip("split mode tensor needs GPU devices to load a model: proven on a GPU build only")
         assert healthy, f"llama-server did not become healthy:\n{log[-3000:]}"
-        status, answer = http_json(
-            server.url + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
-        )
+        request: dict[str, Any] = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+        if launch.router_model:
+            request["model"] = launch.router_model
+        status, answer = http_json(server.url + "/v1/chat/completions", request)
         assert status == 200, server.log()[-2000:]
         assert isinstance(answer["choices"][0]["message"]["content"], str)
         assert answer["usage"]["completion_tokens"] >= 1
@@ -119,9 +120,16 @@ def test_rules_track_the_real_parser(extra: list[str], gpus: int, code: str, lla
 def test_local_launch_reads_env_and_shell_scripts(tmp_path: Path) -> None:
     target = {
         "name": "llama",
-        "command": ["sh", "-c", "exec /app/llama-server -m /x.gguf --port 80 && true"],
-        "env": [{"name": "LLAMA_ARG_N_GPU_LAYERS", "value": "99"}],
+        "command": ["sh", "-c", "exec /app/llama-server -m /x.gguf --port 80 -c $(CTX) && true"],
+        "env": [{"name": "LLAMA_ARG_N_GPU_LAYERS", "value": "99"}, {"name": "CTX", "value": "512"}],
     }
-    argv, env = local_launch(target, Path("/bin/llama-server"), Path("/tiny.gguf"), 9999)
-    assert argv[:2] == ["sh", "-c"] and "/bin/llama-server -m /tiny.gguf --port 9999" in argv[2]
-    assert env == {"LLAMA_ARG_N_GPU_LAYERS": "99"}
+    launch = local_launch(target, Path("/bin/llama-server"), Path("/tiny.gguf"), 9999, tmp_path)
+    assert launch.argv == ["/bin/llama-server", "-m", "/tiny.gguf", "--port", "9999", "-c", "512", "--host", "127.0.0.1"]
+    assert launch.env == {"LLAMA_ARG_N_GPU_LAYERS": "99", "CTX": "512"} and launch.router_model is None
+
+
+def test_local_launch_of_a_router_writes_a_preset_for_the_tiny_model(tmp_path: Path) -> None:
+    target = {"name": "llama", "image": "ghcr.io/ggml-org/llama.cpp:server-cuda", "args": ["--models-preset", "/config/presets.ini"]}
+    launch = local_launch(target, Path("/bin/llama-server"), Path("/tiny.gguf"), 9999, tmp_path)
+    assert launch.argv[1:3] == ["--models-preset", str(tmp_path / "presets.ini")] and launch.router_model == "tiny"
+    assert "model = /tiny.gguf" in (tmp_path / "presets.ini").read_text()
