@@ -11,6 +11,8 @@ import copy
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from webhook.claims import claim_objects_from
+from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
 
 SERVER_CUDA = "ghcr.io/ggml-org/llama.cpp:server-cuda"
@@ -32,6 +34,8 @@ def container(
     env: list[dict[str, Any]] | None = None,
     resource: str = "nvidia.com/gpu",
     extra_limits: dict[str, Any] | None = None,
+    claims: list[dict[str, Any]] | None = None,
+    env_from: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"name": name, "image": image}
     if command is not None:
@@ -40,12 +44,16 @@ def container(
         spec["args"] = args
     if env is not None:
         spec["env"] = env
+    if env_from is not None:
+        spec["envFrom"] = env_from
     limits = {**({resource: gpus} if gpus is not None else {}), **(extra_limits or {})}
     resources: dict[str, Any] = {}
     if limits:
         resources["limits"] = limits
     if requests is not None:
         resources["requests"] = {resource: requests}
+    if claims is not None:
+        resources["claims"] = claims
     if resources:
         spec["resources"] = resources
     return spec
@@ -61,6 +69,8 @@ def pod(
     init: list[dict[str, Any]] | None = None,
     affinity: dict[str, Any] | None = None,
     tolerations: list[dict[str, Any]] | None = None,
+    resource_claims: list[dict[str, Any]] | None = None,
+    volumes: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "generateName": "llama-7d9f8c-",
@@ -75,7 +85,11 @@ def pod(
         spec["affinity"] = affinity
     if tolerations is not None:
         spec["tolerations"] = tolerations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    if resource_claims is not None:
+        spec["resourceClaims"] = resource_claims
+    if volumes is not None:
+        spec["volumes"] = volumes
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {**metadata, "namespace": "default"}, "spec": spec}
 
 
 def two_terms() -> dict[str, Any]:
@@ -101,6 +115,8 @@ class Expect:
     node_expressions: tuple[dict[str, Any], ...] | None = None  # in every required term; () none added
     changed: bool = True
     toleration: bool | None = None
+    status: tuple[tuple[str, Any], ...] = ()  # fields of the status annotation ("origin.gpuLayers" for nested ones)
+    warnings: tuple[str, ...] = ()  # text each of some warning must contain
 
 
 @dataclass(frozen=True)
@@ -109,9 +125,16 @@ class Case:
     pod: dict[str, Any]
     expect: Expect
     config: Config = field(default_factory=Config)
+    objects: tuple[dict[str, Any], ...] = ()  # cluster objects the webhook knows (DRA claim templates, classes, slices)
 
     def fresh_pod(self) -> dict[str, Any]:
         return copy.deepcopy(self.pod)
+
+    def cluster(self) -> Cluster:
+        if not self.objects:
+            return NO_CLUSTER
+        claims = claim_objects_from(self.objects)
+        return Cluster(claims=lambda: claims)
 
 
 def ngl(value: str = "999") -> tuple[str, ...]:
@@ -119,6 +142,45 @@ def ngl(value: str = "999") -> tuple[str, ...]:
 
 
 SPLIT_2 = (("--split-mode", "layer"), ("--tensor-split", "1,1"))
+
+
+def exactly(device_class: str, count: int = 1, mode: str = "ExactCount") -> dict[str, Any]:
+    return {"deviceClassName": device_class, "allocationMode": mode, **({"count": count} if mode == "ExactCount" else {})}
+
+
+def claim_template(
+    name: str, count: int = 1, device_class: str = "gpu.nvidia.com", mode: str = "ExactCount", namespace: str = "default"
+) -> dict[str, Any]:
+    request = {"name": "gpu", "exactly": exactly(device_class, count, mode)}
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"spec": {"devices": {"requests": [request]}}},
+    }
+
+
+def claim(name: str, count: int = 1, device_class: str = "gpu.nvidia.com", namespace: str = "default") -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"devices": {"requests": [{"name": "gpu", "exactly": exactly(device_class, count)}]}},
+    }
+
+
+def first_available_template(name: str, counts: tuple[int, ...]) -> dict[str, Any]:
+    alternatives = [{"name": f"option-{i}", **exactly("gpu.nvidia.com", c)} for i, c in enumerate(counts)]
+    template = claim_template(name)
+    template["spec"]["spec"]["devices"]["requests"] = [{"name": "gpu", "firstAvailable": alternatives}]
+    return template
+
+
+def multi_request_template(name: str, counts: dict[str, int]) -> dict[str, Any]:
+    template = claim_template(name)
+    template["spec"]["spec"]["devices"]["requests"] = [{"name": n, "exactly": exactly("gpu.nvidia.com", c)} for n, c in counts.items()]
+    return template
+
 
 CASES: tuple[Case, ...] = (
     Case(
@@ -468,6 +530,406 @@ CASES: tuple[Case, ...] = (
         pod(container(args=list(MODEL_ARGS), gpus="2")),
         Expect(args_has=SPLIT_2, node_expressions=(), toleration=True),
         Config(inject_affinity=False),
+    ),
+    # --- reports state what runs (issue 11, class 1) ---
+    Case(
+        "report: the user's -ngl 99 is reported as theirs",
+        pod(container(args=[*MODEL_ARGS, "-ngl", "99"], gpus="2")),
+        Expect(
+            args_has=(("-ngl", "99"), *SPLIT_2),
+            args_lacks=("--n-gpu-layers",),
+            status=(("gpuLayers", "99"), ("origin.gpuLayers", "user:-ngl")),
+        ),
+    ),
+    Case(
+        "report: --n-gpu-layers -1 (auto) is reported as the user's -1",
+        pod(container(args=[*MODEL_ARGS, "--n-gpu-layers", "-1"], gpus="1")),
+        Expect(args_lacks=("999",), status=(("gpuLayers", "-1"), ("origin.gpuLayers", "user:--n-gpu-layers"))),
+    ),
+    Case(
+        "report: LLAMA_ARG_N_GPU_LAYERS=all from env is reported as the user's",
+        pod(container(args=list(MODEL_ARGS), gpus="2", env=[{"name": "LLAMA_ARG_N_GPU_LAYERS", "value": "all"}])),
+        Expect(
+            args_has=SPLIT_2,
+            args_lacks=("--n-gpu-layers",),
+            status=(("gpuLayers", "all"), ("origin.gpuLayers", "user:LLAMA_ARG_N_GPU_LAYERS")),
+        ),
+    ),
+    Case(
+        "report: --n-gpu-layers $(N_GPU_LAYERS) from a ConfigMap is unknown, never 999",
+        pod(
+            container(
+                args=[*MODEL_ARGS, "--n-gpu-layers", "$(N_GPU_LAYERS)"], gpus="2", env_from=[{"configMapRef": {"name": "llama-config"}}]
+            )
+        ),
+        Expect(
+            args_has=SPLIT_2, args_lacks=("999",), status=(("gpuLayers", "unknown"), ("origin.gpuLayers", "unknown:configMap/llama-config"))
+        ),
+    ),
+    Case(
+        "report: a split mode from a Secret is unknown and not judged",
+        pod(
+            container(
+                args=list(MODEL_ARGS),
+                gpus="2",
+                env=[{"name": "LLAMA_ARG_SPLIT_MODE", "valueFrom": {"secretKeyRef": {"name": "llama", "key": "split"}}}],
+            )
+        ),
+        Expect(args_has=(ngl(), ("--tensor-split", "1,1")), args_lacks=("--split-mode",), status=(("splitMode", "unknown"),)),
+    ),
+    # --- $(VAR) in args (class 2) ---
+    Case(
+        "$(VAR): --temp $(LLAMA_ARG_TEMPERATURE) beside the same env var is one value, not a conflict",
+        pod(
+            container(
+                args=[*MODEL_ARGS, "--temp", "$(LLAMA_ARG_TEMPERATURE)"],
+                gpus="2",
+                env=[{"name": "LLAMA_ARG_TEMPERATURE", "value": "0.4"}],
+            )
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+    ),
+    Case(
+        "$(VAR): -ts $(SPLIT) expands to 3 values on 2 GPUs and is refused",
+        pod(container(args=[*MODEL_ARGS, "-ts", "$(SPLIT)"], gpus="2", env=[{"name": "SPLIT", "value": "1,1,1"}])),
+        Expect(denied=frozenset({"tensor-split-arity"})),
+    ),
+    Case(
+        "$(VAR): -ngl $(NGL) expands from an env var defined with another",
+        pod(
+            container(
+                args=[*MODEL_ARGS, "-ngl", "$(NGL)"],
+                gpus="2",
+                env=[{"name": "LAYERS", "value": "40"}, {"name": "NGL", "value": "$(LAYERS)"}],
+            )
+        ),
+        Expect(args_lacks=("--n-gpu-layers",), status=(("gpuLayers", "40"), ("origin.gpuLayers", "user:-ngl"))),
+    ),
+    Case(
+        "$(VAR): a reference to an undefined variable stays literal and llama-server would refuse it",
+        pod(container(args=[*MODEL_ARGS, "-ngl", "$(UNDEFINED)"], gpus="2")),
+        Expect(denied=frozenset({"gpu-layers-invalid"})),
+    ),
+    Case(
+        "$(VAR): $$(VAR) is an escaped literal, not a reference",
+        pod(container(args=[*MODEL_ARGS, "--alias", "$$(NAME)"], gpus="1", env=[{"name": "NAME", "value": "x"}])),
+        Expect(args_has=(("--alias", "$$(NAME)"), ngl())),
+    ),
+    # --- container detection follows what the kubelet execs (class 3) ---
+    Case(
+        "detection: a custom image started with args [/app/llama-server, ...] and no command",
+        pod(container(image="ghcr.io/example/llama-cpp-dgx:latest", args=["/app/llama-server", *MODEL_ARGS], gpus="2")),
+        Expect(args_has=(("/app/llama-server", "-m"), ngl(), *SPLIT_2)),
+    ),
+    Case(
+        "detection: llama-server on PATH as the first arg of a custom image",
+        pod(container(image="example.com/llama:1", args=["llama-server", *MODEL_ARGS], gpus="2")),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+    ),
+    Case(
+        "detection: a wrapper whose arguments start llama-server gets env",
+        pod(
+            container(
+                image="quay.io/example/qwen3-4b-ramalama:latest",
+                command=["/usr/libexec/ramalama/ramalama-serve-core"],
+                args=["llama-server", "--port", "8080", "--model", "/models/m.gguf"],
+                gpus="2",
+            )
+        ),
+        Expect(env=(("LLAMA_ARG_N_GPU_LAYERS", "999"), ("LLAMA_ARG_TENSOR_SPLIT", "1,1")), args_lacks=("--n-gpu-layers",)),
+    ),
+    Case(
+        "detection: args repeating the official image's entrypoint are refused",
+        pod(container(args=["/app/llama-server", *MODEL_ARGS], gpus="1")),
+        Expect(denied=frozenset({"repeated-entrypoint"})),
+    ),
+    # --- GPU vendors (class 4) ---
+    Case(
+        "Intel: gpu.intel.com/i915 is counted, with the SYCL image",
+        pod(
+            container(
+                image="ghcr.io/ggml-org/llama.cpp:server-intel",
+                args=[*MODEL_ARGS, "--n-gpu-layers", "20"],
+                gpus="1",
+                resource="gpu.intel.com/i915",
+            )
+        ),
+        Expect(args_has=(("--n-gpu-layers", "20"),), node_expressions=(), status=(("resource", "gpu.intel.com/i915"), ("gpus", 1))),
+    ),
+    Case(
+        "Intel: two gpu.intel.com/xe split like any other vendor's",
+        pod(container(image="ghcr.io/ggml-org/llama.cpp:server-vulkan", args=list(MODEL_ARGS), gpus="2", resource="gpu.intel.com/xe")),
+        Expect(args_has=(ngl(), *SPLIT_2), node_expressions=()),
+    ),
+    Case(
+        "an uncounted GPU-looking resource is never told 'asks for no GPU'",
+        pod(container(args=[*MODEL_ARGS, "-ngl", "99"], gpus="2", resource="nvidia.com/gpu.shared")),
+        Expect(changed=False, warnings=("nvidia.com/gpu.shared is not counted", "--gpu-resources")),
+    ),
+    Case(
+        "a MIG slice with -ngl is not a CPU pod",
+        pod(container(args=[*MODEL_ARGS, "-ngl", "99"], gpus="1", resource="nvidia.com/mig-1g.10gb")),
+        Expect(changed=False, warnings=("nvidia.com/mig-1g.10gb is not counted",)),
+    ),
+    Case(
+        "a privileged container with /dev/dri and -ngl but no GPU resource is warned about, not refused",
+        pod(
+            {
+                **container(image="example.com/llama.cpp:vulkan", args=["llama-server", *MODEL_ARGS, "--gpu-layers", "99"]),
+                "securityContext": {"privileged": True},
+                "volumeMounts": [{"name": "dri", "mountPath": "/dev/dri"}],
+            },
+            volumes=[{"name": "dri", "hostPath": {"path": "/dev/dri"}}],
+        ),
+        Expect(changed=False, warnings=("reaches devices without asking for them",)),
+    ),
+    # --- device visibility, every vendor (class 5) ---
+    Case(
+        "ROCm: HIP_VISIBLE_DEVICES shows 1 of 2 AMD GPUs",
+        pod(
+            container(
+                image="ghcr.io/ggml-org/llama.cpp:server-rocm",
+                args=list(MODEL_ARGS),
+                gpus="2",
+                resource="amd.com/gpu",
+                env=[{"name": "HIP_VISIBLE_DEVICES", "value": "0"}],
+            )
+        ),
+        Expect(denied=frozenset({"visible-devices-mismatch"})),
+    ),
+    Case(
+        "ROCm: ROCR_VISIBLE_DEVICES listing both GPUs is fine",
+        pod(
+            container(
+                image="ghcr.io/ggml-org/llama.cpp:server-rocm",
+                args=list(MODEL_ARGS),
+                gpus="2",
+                resource="amd.com/gpu",
+                env=[{"name": "ROCR_VISIBLE_DEVICES", "value": "0,1"}],
+            )
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+    ),
+    Case(
+        "SYCL: ONEAPI_DEVICE_SELECTOR level_zero:0 shows 1 of 2 Intel GPUs",
+        pod(
+            container(
+                image="ghcr.io/ggml-org/llama.cpp:server-intel",
+                args=list(MODEL_ARGS),
+                gpus="2",
+                resource="gpu.intel.com/i915",
+                env=[{"name": "ONEAPI_DEVICE_SELECTOR", "value": "level_zero:0"}],
+            )
+        ),
+        Expect(denied=frozenset({"visible-devices-mismatch"})),
+    ),
+    Case(
+        "SYCL: ZE_AFFINITY_MASK with sub-devices of two roots is 2 GPUs",
+        pod(
+            container(
+                image="ghcr.io/ggml-org/llama.cpp:server-intel",
+                args=list(MODEL_ARGS),
+                gpus="2",
+                resource="gpu.intel.com/i915",
+                env=[{"name": "ZE_AFFINITY_MASK", "value": "0.0,1.0"}],
+            )
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+    ),
+    Case(
+        "Vulkan: GGML_VK_VISIBLE_DEVICES shows 1 of 2 GPUs",
+        pod(
+            container(
+                image="ghcr.io/ggml-org/llama.cpp:server-vulkan",
+                args=list(MODEL_ARGS),
+                gpus="2",
+                env=[{"name": "GGML_VK_VISIBLE_DEVICES", "value": "0"}],
+            )
+        ),
+        Expect(denied=frozenset({"visible-devices-mismatch"})),
+    ),
+    Case(
+        "NVIDIA_VISIBLE_DEVICES=all set by hand is refused",
+        pod(container(args=list(MODEL_ARGS), gpus="1", env=[{"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}])),
+        Expect(denied=frozenset({"nvidia-visible-devices-set"})),
+    ),
+    # --- router mode (class 6) ---
+    Case(
+        "router: --models-preset without -m gets LLAMA_ARG_* env, which the presets still beat",
+        pod(container(args=["--models-preset", "/config/presets.ini", "--models-max", "1"], gpus="2")),
+        Expect(
+            env=(("LLAMA_ARG_N_GPU_LAYERS", "999"), ("LLAMA_ARG_SPLIT_MODE", "layer"), ("LLAMA_ARG_TENSOR_SPLIT", "1,1")),
+            args_lacks=("--n-gpu-layers", "--tensor-split"),
+            status=(("router", True), ("channel", "env")),
+        ),
+    ),
+    Case(
+        "router: --models-dir without -m on one GPU",
+        pod(container(args=["--models-dir", "/models"], gpus="1")),
+        Expect(env=(("LLAMA_ARG_N_GPU_LAYERS", "999"),), args_lacks=("--n-gpu-layers",), status=(("router", True),)),
+    ),
+    # --- the image's backend (class 7) ---
+    Case(
+        "silent CPU fallback: the CPU image holding GPUs is refused",
+        pod(container(image="ghcr.io/ggml-org/llama.cpp:server", args=list(MODEL_ARGS), gpus="2")),
+        Expect(denied=frozenset({"cpu-image-with-gpus"})),
+    ),
+    Case(
+        "silent CPU fallback: a ROCm image cannot drive nvidia.com/gpu",
+        pod(container(image="ghcr.io/ggml-org/llama.cpp:server-rocm-b6000", args=list(MODEL_ARGS), gpus="1")),
+        Expect(denied=frozenset({"image-backend-mismatch"})),
+    ),
+    Case(
+        "Vulkan drives AMD GPUs",
+        pod(container(image="ghcr.io/ggml-org/llama.cpp:server-vulkan", args=list(MODEL_ARGS), gpus="1", resource="amd.com/gpu")),
+        Expect(args_has=(ngl(),)),
+    ),
+    Case(
+        "CUDA 13 images only land on nodes with the 580 driver series",
+        pod(container(image="ghcr.io/ggml-org/llama.cpp:server-cuda13", args=list(MODEL_ARGS), gpus="1")),
+        Expect(args_has=(ngl(),), node_expressions=({"key": "nvidia.com/cuda.driver.major", "operator": "Gt", "values": ["579"]},)),
+    ),
+    Case(
+        "an image that is not official is never judged by its tag",
+        pod(container(image="harbor.example/llama-cpp/llama.cpp:cpu", args=["llama-server", *MODEL_ARGS], gpus="2")),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+    ),
+    # --- GPUs from DRA claims (issue 12) ---
+    *(
+        Case(
+            f"DRA: a ResourceClaimTemplate with ExactCount {count}",
+            pod(
+                container(args=list(MODEL_ARGS), claims=[{"name": "gpu"}]),
+                resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "llama-gpus"}],
+            ),
+            Expect(
+                args_has=(ngl(), *((("--split-mode", "layer"), ("--tensor-split", ",".join(["1"] * count))) if count > 1 else ())),
+                args_lacks=() if count > 1 else ("--tensor-split",),
+                node_expressions=(),
+                toleration=True,
+                status=(
+                    ("gpus", count),
+                    ("resource", "gpu.nvidia.com"),
+                    ("gpuSource", f"{count} GPU{'s' if count > 1 else ''} from claim gpu (ResourceClaimTemplate llama-gpus)"),
+                ),
+            ),
+            objects=(claim_template("llama-gpus", count=count),),
+        )
+        for count in (1, 2, 4)
+    ),
+    Case(
+        "DRA: a ResourceClaim shared by name",
+        pod(
+            container(args=list(MODEL_ARGS), claims=[{"name": "gpus"}]),
+            resource_claims=[{"name": "gpus", "resourceClaimName": "shared-gpus"}],
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2), status=(("gpuSource", "2 GPUs from claim gpus (ResourceClaim shared-gpus)"),)),
+        objects=(claim("shared-gpus", count=2),),
+    ),
+    Case(
+        "DRA: allocationMode All leaves the count to the scheduler: layers only, and a warning",
+        pod(
+            container(args=list(MODEL_ARGS), claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "all-gpus"}],
+        ),
+        Expect(
+            args_has=(ngl(),),
+            args_lacks=("--tensor-split", "--split-mode"),
+            warnings=("GPU count unknown", "all matching devices"),
+            status=(("gpus", None),),
+        ),
+        objects=(claim_template("all-gpus", mode="All"),),
+    ),
+    Case(
+        "DRA: firstAvailable alternatives with different counts: layers only",
+        pod(
+            container(args=list(MODEL_ARGS), claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "flexible"}],
+        ),
+        Expect(args_has=(ngl(),), args_lacks=("--tensor-split",), warnings=("different GPU counts",)),
+        objects=(first_available_template("flexible", (4, 2)),),
+    ),
+    Case(
+        "DRA: firstAvailable alternatives with the same count are that count",
+        pod(
+            container(args=list(MODEL_ARGS), claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "either"}],
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+        objects=(first_available_template("either", (2, 2)),),
+    ),
+    Case(
+        "DRA: a template not known yet: admitted unchanged with a warning (fail open)",
+        pod(
+            container(args=[*MODEL_ARGS, "-ngl", "99"], claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "later"}],
+        ),
+        Expect(changed=False, warnings=("ResourceClaimTemplate default/later not known (yet)",)),
+        objects=(claim_template("another", count=2),),
+    ),
+    Case(
+        "DRA: a non-GPU claim beside a GPU limit: the limit counts",
+        pod(
+            container(args=list(MODEL_ARGS), gpus="2", claims=[{"name": "nic"}]),
+            resource_claims=[{"name": "nic", "resourceClaimTemplateName": "rdma"}],
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2), node_expressions=(COUNT_2, NOT_SHARED)),
+        objects=(claim_template("rdma", count=1, device_class="rdma.example.com"),),
+    ),
+    Case(
+        "DRA: a claim's request named by the container: only that request counts",
+        pod(
+            container(args=list(MODEL_ARGS), claims=[{"name": "devices", "request": "gpus"}]),
+            resource_claims=[{"name": "devices", "resourceClaimTemplateName": "mixed"}],
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+        objects=(multi_request_template("mixed", {"gpus": 2, "more-gpus": 3}),),
+    ),
+    Case(
+        "DRA: a GPU limit and a GPU claim together are ambiguous",
+        pod(
+            container(args=list(MODEL_ARGS), gpus="1", claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "llama-gpus"}],
+        ),
+        Expect(denied=frozenset({"ambiguous-gpu-source"}), changed=False),
+        objects=(claim_template("llama-gpus", count=2),),
+    ),
+    Case(
+        "DRA: -ngl on a claim pod is not a CPU pod",
+        pod(
+            container(args=[*MODEL_ARGS, "-ngl", "99"], claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "llama-gpus"}],
+        ),
+        Expect(args_has=(("-ngl", "99"), *SPLIT_2), status=(("origin.gpuLayers", "user:-ngl"),)),
+        objects=(claim_template("llama-gpus", count=2),),
+    ),
+    Case(
+        "DRA: the rules read the claim's count (-ts with 3 values on 2 claimed GPUs)",
+        pod(
+            container(args=[*MODEL_ARGS, "-ts", "1,1,1"], claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "llama-gpus"}],
+        ),
+        Expect(denied=frozenset({"tensor-split-arity"})),
+        objects=(claim_template("llama-gpus", count=2),),
+    ),
+    Case(
+        "DRA: the gpu-count annotation must agree with the claim",
+        pod(
+            container(args=list(MODEL_ARGS), claims=[{"name": "gpu"}]),
+            annotations={"gpu-shard.io/gpu-count": "4"},
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "llama-gpus"}],
+        ),
+        Expect(denied=frozenset({"count-conflict"}), changed=False),
+        objects=(claim_template("llama-gpus", count=2),),
+    ),
+    Case(
+        "DRA: an AMD claim on a ROCm image gets the AMD toleration",
+        pod(
+            container(image="ghcr.io/ggml-org/llama.cpp:server-rocm", args=list(MODEL_ARGS), claims=[{"name": "gpu"}]),
+            resource_claims=[{"name": "gpu", "resourceClaimTemplateName": "amd-gpus"}],
+        ),
+        Expect(args_has=(ngl(), *SPLIT_2)),
+        objects=(claim_template("amd-gpus", count=2, device_class="gpu.amd.com"),),
     ),
 )
 

@@ -26,9 +26,19 @@ def contains_run(tokens: list[str], run: tuple[str, ...]) -> bool:
     return any(tuple(tokens[i : i + len(run)]) == run for i in range(len(tokens) - len(run) + 1))
 
 
-def check_admitted_pod(case: Case, admitted: dict[str, Any], codes: set[str]) -> None:
+def check_admitted_pod(case: Case, admitted: dict[str, Any], codes: set[str], warnings: list[str] | None = None) -> None:
     expect = case.expect
     assert codes == set(expect.denied), f"{case.name}: violations {codes}"
+    if warnings is not None:
+        for text in expect.warnings:
+            assert any(text in w for w in warnings), f"{case.name}: no warning with {text!r} in {warnings}"
+    if expect.status:
+        status = json.loads(admitted["metadata"]["annotations"]["gpu-shard.io/status"])
+        for path, value in expect.status:
+            node: Any = status
+            for part in path.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            assert node == value, f"{case.name}: status {path} is {node!r}, expected {value!r} ({status})"
     target = llama_container(admitted, case)
     tokens = argv(target)
     for run in expect.args_has:
@@ -40,8 +50,9 @@ def check_admitted_pod(case: Case, admitted: dict[str, Any], codes: set[str]) ->
         assert env.get(name) == value, f"{case.name}: env {name}={env.get(name)!r}"
     if expect.gpus is not None:
         resources = target["resources"]
-        assert str(resources["limits"]["nvidia.com/gpu"]) == str(expect.gpus)
-        assert str(resources.get("requests", resources["limits"])["nvidia.com/gpu"]) == str(expect.gpus)
+        resource = next(r for r in resources["limits"] if "gpu" in r)
+        assert str(resources["limits"][resource]) == str(expect.gpus)
+        assert str(resources.get("requests", resources["limits"])[resource]) == str(expect.gpus)
     spec = admitted["spec"]
     if expect.node_expressions is not None:
         required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {}
@@ -59,7 +70,7 @@ def check_admitted_pod(case: Case, admitted: dict[str, Any], codes: set[str]) ->
                     assert term["matchExpressions"].count(expression) == 1, f"{case.name}: {expression} not once in {term}"
     if expect.toleration is not None:
         tolerations = spec.get("tolerations") or []
-        gpu = [t for t in tolerations if t.get("key") == "nvidia.com/gpu"]
+        gpu = [t for t in tolerations if t.get("key") in ("nvidia.com/gpu", "amd.com/gpu")]
         assert (len(gpu) == 1) is expect.toleration, f"{case.name}: tolerations {tolerations}"
         if expect.toleration and not case.pod["spec"].get("tolerations"):
             assert gpu == [GPU_TOLERATION]

@@ -38,7 +38,7 @@ def kubelet_expand(text: str, env: dict[str, Any]) -> Any:
         nonlocal hidden
         if match.group(0) == "$$":
             return "$"
-        value = env.get(match.group(1), None)
+        value = env.get(match.group(1))
         if value is HIDDEN:
             hidden = True
             return ""

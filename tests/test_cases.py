@@ -16,22 +16,22 @@ from webhook.review import review_pod
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_scenario(case: Case) -> None:
     original = case.fresh_pod()
-    review = review_pod(original, case.config)
+    review = review_pod(original, case.config, case.cluster())
 
     assert original == case.pod, "the input pod must not be modified"
     applied = jsonpatch.apply_patch(copy.deepcopy(case.pod), review.patch)
     assert applied == review.pod, "the patch must turn the original into the admitted pod"
     assert bool(review.patch) is case.expect.changed
-    check_admitted_pod(case, applied, {v.code for v in review.violations})
+    check_admitted_pod(case, applied, {v.code for v in review.violations}, review.warnings)
 
-    again = review_pod(applied, case.config)
+    again = review_pod(applied, case.config, case.cluster())
     assert again.patch == [], "mutating twice must give the same pod"
     assert again.violations == review.violations, "the admitted pod is judged as the mutation judged it"
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.expect.changed and not c.expect.denied], ids=lambda c: c.name)
 def test_status_annotation_states_what_the_process_gets(case: Case) -> None:
-    review = review_pod(case.fresh_pod(), case.config)
+    review = review_pod(case.fresh_pod(), case.config, case.cluster())
     status = check_status_is_what_runs(case.pod, review.pod)
     assert status["container"] == llama_container(review.pod, case)["name"]
     assert review.plan is not None and status["gpus"] == review.plan.gpus.count
@@ -40,7 +40,7 @@ def test_status_annotation_states_what_the_process_gets(case: Case) -> None:
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.expect.changed], ids=lambda c: c.name)
 def test_patch_touches_only_the_llama_container_and_scheduling(case: Case) -> None:
-    review = review_pod(case.fresh_pod(), case.config)
+    review = review_pod(case.fresh_pod(), case.config, case.cluster())
     index = case.pod["spec"]["containers"].index(llama_container(case.pod, case))
     allowed_prefixes = (
         f"/spec/containers/{index}/args",
@@ -79,7 +79,7 @@ def field_exists(pod: dict, path: str) -> bool:
 
 def test_every_violation_message_says_where_and_what_to_change() -> None:
     for case in CASES:
-        review = review_pod(case.fresh_pod(), case.config)
+        review = review_pod(case.fresh_pod(), case.config, case.cluster())
         for violation in review.violations:
             assert len(violation.message) < 300
             fix = violation.message.rsplit("; ", 1)[-1]

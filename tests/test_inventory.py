@@ -16,8 +16,8 @@ import yaml
 from tests.cases import by_name, container, pod
 from tests.fake_apiserver import FakeCluster, gpu_node
 from tests.harness import ROOT, admission_review, eventually, running_server
-from webhook.config import Config
 from webhook.cluster import Cluster
+from webhook.config import Config
 from webhook.inventory import Inventory, expression_matches, inventory_from, node_facts
 from webhook.review import review_pod
 from webhook.watch import ClusterWatch, load_api_client

@@ -212,8 +212,8 @@ def decide_count(reading: PodReading, target: ContainerReading, config: Config) 
                     [
                         Violation(
                             "count-conflict",
-                            f"annotation {key}={annotated} but claim {', '.join(claims.claims)} gives {claims.count} GPUs; "
-                            "a claim cannot be rewritten: make them equal or drop the annotation",
+                            f"annotation {key}={annotated} but claim {', '.join(claims.claims)} gives {claims.count} GPUs, "
+                            "and a claim cannot be rewritten; make them equal or drop the annotation",
                             where,
                         )
                     ],

@@ -105,7 +105,8 @@ def gpu_layers_value(ctx: Context) -> list[Violation]:
     return [
         Violation(
             "gpu-layers-invalid",
-            f"{setting.spelling} '{setting.value}' is not a number of layers, 'auto' or 'all'; llama-server will not start",
+            f"{setting.spelling} '{setting.value}' is not a number of layers, 'auto' or 'all', and llama-server will not start; "
+            "use one of those (a $(VAR) of an undefined variable stays literal)",
             ctx.where(setting),
         )
     ]
