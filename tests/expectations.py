@@ -88,7 +88,7 @@ def check_status_is_what_runs(
     name = status["container"]
     after = next(c for c in admitted["spec"]["containers"] if c["name"] == name)
     before = next(c for c in original["spec"]["containers"] if c["name"] == name)
-    running, written = kubelet.process(after, config_maps), kubelet.process(before, config_maps)
+    running, written = kubelet.process(after), kubelet.process(before)
     for key, field in STATUS_FIELDS:
         value, origin = kubelet.setting(running, key), status["origin"][field]
         if value is None:

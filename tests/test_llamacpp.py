@@ -120,7 +120,8 @@ def test_an_argv_value_expanded_from_envfrom_is_hidden() -> None:
         ("ghcr.io/ggerganov/llama.cpp:server-rocm", "server", "rocm"),
         ("ghcr.io/ggml-org/llama.cpp:full-cuda", "full", "cuda"),
         ("ghcr.io/ggml-org/llama.cpp:light-musa", "light", "musa"),
-        ("ghcr.io/ggml-org/llama.cpp:server-cuda-v0.4.1", None, None),  # not a tag llama.cpp publishes
+        ("ghcr.io/ggml-org/llama.cpp:server-cuda-v0.5.0@sha256:5219", "server", "cuda"),
+        ("ghcr.io/ggml-org/llama.cpp:server-cuda-nightly", None, None),  # not a tag llama.cpp publishes
         ("ghcr.io/ggml-org/llama.cpp", None, None),
         ("harbor.example/llama-cpp/llama.cpp:vulkan", None, None),
         ("docker.io/library/nginx:1", None, None),

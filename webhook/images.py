@@ -1,7 +1,7 @@
 """What the official llama.cpp images are: which program they start, which GPUs they can drive.
 
 The official images (``ghcr.io/ggml-org/llama.cpp``, formerly ``ghcr.io/ggerganov/llama.cpp``)
-are tagged ``<flavour>[-<backend>][-b<build>]`` by llama.cpp's docker workflow
+are tagged ``<flavour>[-<backend>][-b<build> | -v<version>]`` by llama.cpp's docker workflow
 (``.github/workflows/docker.yml``; ``docs/docker.md`` lists them):
 
 * flavour ``server`` starts ``/app/llama-server``, ``full`` starts ``/app/tools.sh``
@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 _REPOSITORIES = ("ghcr.io/ggml-org/llama.cpp", "ghcr.io/ggerganov/llama.cpp")
-_TAG = re.compile(r"^(?P<flavour>server|full|light)(?:-(?P<backend>cuda12|cuda13|cuda|rocm|vulkan|intel|musa|openvino|s390x))?(?:-b\d+)?$")
+_TAG = re.compile(
+    r"^(?P<flavour>server|full|light)(?:-(?P<backend>cuda12|cuda13|cuda|rocm|vulkan|intel|musa|openvino|s390x))?(?:-b\d+|-v\d+(?:\.\d+)*)?$"
+)
 
 ENTRYPOINTS = {"server": ("/app/llama-server",), "full": ("/app/tools.sh",), "light": ("/app/llama-cli",)}
 

@@ -21,7 +21,7 @@ GPU count, in this order:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from webhook.config import Config
@@ -180,63 +180,51 @@ def decide_count(reading: PodReading, target: ContainerReading, config: Config) 
             )
     if problems:
         return None, problems, []
-    claims = ask.claims
-    declared = ask.from_limits
-    if claims.claims or claims.missing:
-        if declared:
-            return (
-                None,
-                [
-                    Violation(
-                        "ambiguous-gpu-source",
-                        f"gets {declared} {resource} from limits and GPUs from claim {', '.join(claims.claims or claims.missing)}; "
-                        "ask for GPUs one way",
-                        where,
-                    )
-                ],
-                [],
-            )
-        if claims.missing:
-            # Fail open: the template may be created in the same apply, after this object.
-            why = "not known (yet)" if reading.claims_synced else "not looked up: the DRA objects are not synced"
-            return None, [], [f"gpu-shard: {', '.join(claims.missing)} {why}: admitted unchanged, no GPU flags injected"]
-        count = GpuCount(
-            claims.count, "claim", claims.device_classes[0], claims.claims, claims.objects, unknown_reason=claims.unknown_reason
-        )
-        if annotated is not None:
-            if claims.count is None:
-                return GpuCount(annotated, "claim", count.resource, count.claims, count.claim_objects), [], []
-            if annotated != claims.count:
-                return (
-                    None,
-                    [
-                        Violation(
-                            "count-conflict",
-                            f"annotation {key}={annotated} but claim {', '.join(claims.claims)} gives {claims.count} GPUs, "
-                            "and a claim cannot be rewritten; make them equal or drop the annotation",
-                            where,
-                        )
-                    ],
-                    [],
-                )
-        return count, [], []
+    claims, declared = ask.claims, ask.from_limits
+    if declared and claims.claims:
+        message = f"gets {declared} {resource} from limits and GPUs from claim {', '.join(claims.claims)}; ask for GPUs one way"
+        return None, [Violation("ambiguous-gpu-source", message, where)], []
+    if claims.claims or (claims.missing and not declared):
+        return _claim_count(reading, target, annotated, key)
+    # A claim not known yet beside a GPU limit is most often not a GPU (a NIC, say): the limit counts.
+    warnings = [f"gpu-shard: {', '.join(claims.missing)} not known (yet): counted the {resource} limit only"] if claims.missing else []
+    count, problems = _limits_count(declared, annotated, resource, key, where, config)
+    return count, problems, warnings
+
+
+def _claim_count(
+    reading: PodReading, target: ContainerReading, annotated: int | None, key: str
+) -> tuple[GpuCount | None, list[Violation], list[str]]:
+    claims = target.gpus.claims
+    if claims.missing:
+        # Fail open: the template may be created in the same apply, after this object.
+        why = "not known (yet)" if reading.claims_synced else "not looked up: the DRA objects are not synced"
+        return None, [], [f"gpu-shard: {', '.join(claims.missing)} {why}: admitted unchanged, no GPU flags injected"]
+    count = GpuCount(claims.count, "claim", claims.device_classes[0], claims.claims, claims.objects, unknown_reason=claims.unknown_reason)
     if annotated is None:
-        return GpuCount(declared or 0, "limits", resource), [], []
-    if declared is None or declared == annotated:
-        return GpuCount(annotated, "annotation", resource, set_count=declared is None and annotated > 0), [], []
-    if config.precedence == "annotation":
-        return GpuCount(annotated, "annotation", resource, set_count=True), [], []
-    return (
-        None,
-        [
-            Violation(
-                "count-conflict",
-                f"annotation {key}={annotated} but {resource} limit is {declared}; make them equal or drop one",
-                where,
-            )
-        ],
-        [],
+        return count, [], []
+    if claims.count is None:  # the scheduler decides; the annotation says how many the user expects
+        return replace(count, count=annotated, unknown_reason=None), [], []
+    if annotated == claims.count:
+        return count, [], []
+    message = (
+        f"annotation {key}={annotated} but claim {', '.join(claims.claims)} gives {claims.count} GPUs, "
+        "and a claim cannot be rewritten; make them equal or drop the annotation"
     )
+    return None, [Violation("count-conflict", message, container_field(target.index, "resources"))], []
+
+
+def _limits_count(
+    declared: int | None, annotated: int | None, resource: str, key: str, where: str, config: Config
+) -> tuple[GpuCount | None, list[Violation]]:
+    if annotated is None:
+        return GpuCount(declared or 0, "limits", resource), []
+    if declared is None or declared == annotated:
+        return GpuCount(annotated, "annotation", resource, set_count=declared is None and annotated > 0), []
+    if config.precedence == "annotation":
+        return GpuCount(annotated, "annotation", resource, set_count=True), []
+    message = f"annotation {key}={annotated} but {resource} limit is {declared}; make them equal or drop one"
+    return None, [Violation("count-conflict", message, where)]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from webhook.objects import annotations_of, as_dict, as_list, labels_of, parse_q
 from webhook.violation import Violation
 
 MIG_PREFIX = "nvidia.com/mig-"
-DEVICE_PATHS = ("/dev/dri", "/dev/kfd", "/dev/nvidia")
+DEVICE_PATHS = ("/dev/dri", "/dev/kfd", "/dev/nv")  # DRM render nodes, ROCm, NVIDIA and Jetson (nvgpu, nvhost, nvmap)
 
 # Variables that choose which GPUs a backend's runtime shows, per vendor; Vulkan's
 # applies whatever the vendor.

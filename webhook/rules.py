@@ -32,8 +32,8 @@ from webhook.plan import GpuCount, Planning, gpu_layers_accepted, parse_gpu_laye
 from webhook.reading import ContainerReading, PodReading
 from webhook.violation import Violation
 
-# Values of GPU options that do not pretend the container has a GPU.
-_CPU_SAFE = {GPU_LAYERS: "0", DEVICE: "none", SPLIT_MODE: "none"}
+# Values of GPU options that do not pretend the container has a GPU (-ngl -1 is llama.cpp's "auto", its default).
+_CPU_SAFE = {GPU_LAYERS: ("0", "auto", "-1"), DEVICE: ("none",), SPLIT_MODE: ("none",)}
 _ANNOTATED = {GPU_LAYERS: "n-gpu-layers", SPLIT_MODE: "split-mode", TENSOR_SPLIT: "tensor-split"}
 # NVIDIA_VISIBLE_DEVICES values that show no GPU (the container toolkit's "void" and "none").
 _NO_DEVICES = ("", "void", "none")
@@ -120,7 +120,7 @@ def gpu_flags_without_gpus(ctx: Context) -> list[Violation]:
     for source in (target.settings.argv, target.settings.env):
         for key in GPU_ONLY_KEYS:
             setting = source.get(key)
-            if setting is None or setting.value is None or setting.value.strip().lower() == _CPU_SAFE.get(key):
+            if setting is None or setting.value is None or setting.value.strip().lower() in _CPU_SAFE.get(key, ()):
                 continue
             found.append(
                 Violation(

@@ -96,6 +96,17 @@ class NotRunnableHere(Exception):
     """The container starts something this machine does not have (a wrapper script, the unified binary, a fork)."""
 
 
+def unknown_options(options: Sequence[str]) -> list[str]:
+    table, unknown, index = option_table(), [], 0
+    while index < len(options):
+        token = options[index]
+        spec = table.lookup(token.split("=")[0]) if token.startswith("-") else None
+        if token.startswith("-") and spec is None:
+            unknown.append(token)
+        index += 1 + (spec.n_values if spec and "=" not in token else 0)
+    return unknown
+
+
 @dataclass(frozen=True)
 class LocalLaunch:
     argv: list[str]
@@ -123,9 +134,9 @@ def local_launch(
         raise NotRunnableHere(" ".join(str(t) for t in process.argv[:2]))
     if any(o is kubelet.HIDDEN for o in options):
         raise NotRunnableHere("an argument comes from a Secret or ConfigMap this test does not have")
-    unknown = [o for o in options if isinstance(o, str) and o.startswith("-") and option_table().lookup(o.split("=")[0]) is None]
+    unknown = unknown_options([str(o) for o in options])
     if unknown:
-        raise NotRunnableHere(f"options upstream llama-server does not have (a fork): {' '.join(unknown)}")
+        raise NotRunnableHere(f"options this llama-server build does not know (a fork, or an older pinned build): {' '.join(unknown)}")
     names_model = any(o in MODEL_SOURCES for o in options) or any(k in env for k in ("LLAMA_ARG_MODEL",))
     router = not names_model and not any(k in process.env for k in ("LLAMA_ARG_HF_REPO", "LLAMA_ARG_MODEL_URL"))
     preset = None
