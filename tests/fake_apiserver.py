@@ -1,10 +1,11 @@
-"""A small real HTTP server that speaks the Nodes list/watch API, for the node-watch tests.
+"""A small real HTTP server that speaks the list/watch API, for the watch tests.
 
-It serves ``GET /api/v1/nodes`` (a NodeList with a resourceVersion) and
-``GET /api/v1/nodes?watch=true`` as a chunked stream of JSON events, the way
-kube-apiserver does, and lets a test add, change and delete nodes, expire
-resource versions (410 Gone) and drop every watch connection mid-stream.
-The real ``kubernetes`` client talks to it through a kubeconfig.
+It serves ``GET /api/v1/nodes`` and the DRA collections under
+``/apis/resource.k8s.io/v1/`` (a list with a resourceVersion) and ``?watch=true``
+as a chunked stream of JSON events, the way kube-apiserver does, and lets a test
+add, change and delete objects, expire resource versions (410 Gone) and drop every
+watch connection mid-stream; any other path is 404, as an API server without that
+API answers. The real ``kubernetes`` client talks to it through a kubeconfig.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from urllib.parse import parse_qs, urlparse
 
 DROP = object()
 GONE = object()
+NODES = "/api/v1/nodes"
+DRA = "/apis/resource.k8s.io/v1/"
+COLLECTIONS = (NODES, *(DRA + plural for plural in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")))
 
 
 def gpu_node(name: str, gpus: int, count_label: bool = True, product: str = "NVIDIA-L4", **labels: str) -> dict[str, Any]:
@@ -41,9 +45,10 @@ class FakeCluster:
         self.lock = threading.Lock()
         self.version = 1
         self.oldest_valid = 0
-        self.nodes: dict[str, dict[str, Any]] = {}
-        self.watchers: list[queue.Queue[Any]] = []
-        self.history: list[tuple[int, dict[str, Any]]] = []  # replayed to a watch that resumes
+        self.objects: dict[str, dict[str, dict[str, Any]]] = {path: {} for path in COLLECTIONS}
+        self.watchers: list[tuple[str, queue.Queue[Any]]] = []
+        self.history: list[tuple[int, str, dict[str, Any]]] = []  # replayed to a watch that resumes
+        self.served = set(COLLECTIONS)  # a test can take the DRA API away
         self.requests: list[str] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -75,39 +80,48 @@ class FakeCluster:
         path.write_text(json.dumps(config))
         return path
 
-    def _event(self, kind: str, node: dict[str, Any]) -> None:
+    @property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return self.objects[NODES]
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> str:
+        return f"{obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}"
+
+    def _event(self, kind: str, obj: dict[str, Any], path: str) -> None:
         with self.lock:
             self.version += 1
-            node = copy.deepcopy(node)
-            node["metadata"]["resourceVersion"] = str(self.version)
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["resourceVersion"] = str(self.version)
             if kind == "DELETED":
-                self.nodes.pop(node["metadata"]["name"], None)
+                self.objects[path].pop(self._key(obj), None)
             else:
-                self.nodes[node["metadata"]["name"]] = node
-            event = {"type": kind, "object": node}
-            self.history.append((self.version, event))
-            for watcher in self.watchers:
-                watcher.put(event)
+                self.objects[path][self._key(obj)] = obj
+            event = {"type": kind, "object": obj}
+            self.history.append((self.version, path, event))
+            for watched, watcher in self.watchers:
+                if watched == path:
+                    watcher.put(event)
 
-    def add(self, node: dict[str, Any]) -> None:
-        self._event("ADDED", node)
+    def add(self, obj: dict[str, Any], path: str = NODES) -> None:
+        self._event("ADDED", obj, path)
 
-    def modify(self, node: dict[str, Any]) -> None:
-        self._event("MODIFIED", node)
+    def modify(self, obj: dict[str, Any], path: str = NODES) -> None:
+        self._event("MODIFIED", obj, path)
 
-    def delete(self, name: str) -> None:
-        self._event("DELETED", self.nodes[name])
+    def delete(self, name: str, path: str = NODES) -> None:
+        self._event("DELETED", self.objects[path][name if "/" in name else f"/{name}"], path)
 
     def expire(self) -> None:
         """Compact history: every version so far is gone; open watches get 410."""
         with self.lock:
             self.oldest_valid = self.version + 1
-            for watcher in self.watchers:
+            for _, watcher in self.watchers:
                 watcher.put(GONE)
 
     def drop_watches(self) -> None:
         with self.lock:
-            for watcher in self.watchers:
+            for _, watcher in self.watchers:
                 watcher.put(DROP)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -136,27 +150,27 @@ class FakeCluster:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 cluster.requests.append(self.path)
-                if url.path != "/api/v1/nodes":
-                    self._json(404, {"kind": "Status", "code": 404})
+                if url.path not in cluster.served:
+                    self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
                     return
                 if query.get("watch") != "true":
                     with cluster.lock:
-                        items = list(copy.deepcopy(cluster.nodes).values())
+                        items = list(copy.deepcopy(cluster.objects[url.path]).values())
                         version = cluster.version
-                    self._json(200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": str(version)}, "items": items})
+                    self._json(200, {"kind": "List", "apiVersion": "v1", "metadata": {"resourceVersion": str(version)}, "items": items})
                     return
-                self._watch(int(query.get("resourceVersion") or 0))
+                self._watch(url.path, int(query.get("resourceVersion") or 0))
 
-            def _watch(self, since: int) -> None:
+            def _watch(self, path: str, since: int) -> None:
                 events: queue.Queue[Any] = queue.Queue()
                 with cluster.lock:
                     expired = since < cluster.oldest_valid
                     if not expired:
                         # Like kube-apiserver's watch cache: every event after `since`, then live ones.
-                        for version, event in cluster.history:
-                            if version > since:
+                        for version, watched, event in cluster.history:
+                            if version > since and watched == path:
                                 events.put(event)
-                        cluster.watchers.append(events)
+                        cluster.watchers.append((path, events))
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
@@ -195,7 +209,7 @@ class FakeCluster:
                     return
                 finally:
                     with cluster.lock:
-                        if events in cluster.watchers:
-                            cluster.watchers.remove(events)
+                        if (path, events) in cluster.watchers:
+                            cluster.watchers.remove((path, events))
 
         return Handler

@@ -21,10 +21,12 @@ stays independent, and the API server serves the watches from its watch cache.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,8 +101,13 @@ class ListWatch:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
+        response = self._watch
+        sock = getattr(getattr(response, "connection", None), "sock", None)
+        if sock is not None:
+            # Shut the socket down rather than close the response: close() waits for the lock
+            # the watch thread's blocking read holds; a shutdown makes that read return at once.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _publish(self, synced: bool) -> None:
         self._snapshot = Snapshot(MappingProxyType(dict(self._items)), synced)
@@ -143,15 +150,31 @@ class ListWatch:
         return version
 
     def _watch_from(self, version: str) -> str:
-        from kubernetes import watch
+        """Stream watch events from ``version``; an ERROR event raises ApiException with its code.
 
-        self._watch = watch.Watch()
-        for event in self._watch.stream(
-            self.list_function, resource_version=version, timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True, deserialize=False
-        ):
-            version = self._apply(event) or version
-            if self._stop.is_set():
-                break
+        Read line by line here rather than through ``kubernetes.watch``: with
+        ``deserialize=False`` its ERROR handling looks for a key it never sets.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        response = self.list_function(
+            watch=True, resource_version=version, timeout_seconds=self.watch_timeout, allow_watch_bookmarks=True, _preload_content=False
+        )
+        self._watch = response
+        try:
+            for line in response:
+                if self._stop.is_set():
+                    break
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = as_dict(event.get("object"))
+                    raise ApiException(status=int(status.get("code") or 500), reason=str(status.get("message") or status.get("reason")))
+                version = self._apply(event) or version
+        finally:
+            response.release_conn()
+            self._watch = None
         return version
 
     def _run(self) -> None:
