@@ -358,3 +358,143 @@ def test_precedence_4c_with_the_annotation_winning_through_a_real_api_server(clu
     finally:
         webhook.stop()
         webhook.start()
+
+
+# --- GPUs from Dynamic Resource Allocation, through the real resource.k8s.io/v1 API ---------------
+
+
+def dra_documents(name: str, count: int, template_first: bool = True) -> list[dict[str, Any]]:
+    device_class = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "DeviceClass",
+        "metadata": {"name": "gpu.nvidia.com"},
+        "spec": {"selectors": [{"cel": {"expression": "device.driver == 'gpu.nvidia.com'"}}]},
+    }
+    template = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": f"{name}-gpus"},
+        "spec": {"spec": {"devices": {"requests": [{"name": "gpu", "exactly": {"deviceClassName": "gpu.nvidia.com", "count": count}}]}}},
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, "gpu-shard.io/enabled": "true"}},
+                "spec": {
+                    "resourceClaims": [{"name": "gpu", "resourceClaimTemplateName": f"{name}-gpus"}],
+                    "containers": [
+                        {
+                            "name": "llama",
+                            "image": "ghcr.io/ggml-org/llama.cpp:server-cuda",
+                            "args": ["-m", "/models/m.gguf"],
+                            "resources": {"claims": [{"name": "gpu"}]},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    return [device_class, template, deployment] if template_first else [device_class, deployment, template]
+
+
+def resource_slice(node: str, devices: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceSlice",
+        "metadata": {"name": f"{node}-gpus"},
+        "spec": {
+            "driver": "gpu.nvidia.com",
+            "nodeName": node,
+            "pool": {"name": node, "generation": 1, "resourceSliceCount": 1},
+            "devices": [{"name": f"gpu-{i}", "attributes": {"type": {"string": "gpu"}}} for i in range(devices)],
+        },
+    }
+
+
+def test_dra_deployment_applied_with_its_template_is_sharded(cluster: Cluster, webhook: Webhook, tmp_path: Path) -> None:
+    ns = namespace(cluster, "dra-together")
+    manifest = tmp_path / "dra.yaml"
+    manifest.write_text(yaml.safe_dump_all(dra_documents("llama-dra", 2)))
+    # A server-side dry run creates nothing, so the template of a first dry run is not known yet:
+    first = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(manifest))
+    assert "ResourceClaimTemplate dra-together/llama-dra-gpus not known (yet)" in first.stderr, first.stderr
+    cluster.kubectl("apply", "-n", ns, "-f", str(manifest))
+    pod = cluster.wait_for("pods", "-n", ns, "-l", "app=llama-dra")
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[-6:] == ["--n-gpu-layers", "999", "--split-mode", "layer", "--tensor-split", "1,1"], args
+    status = json.loads(pod["metadata"]["annotations"]["gpu-shard.io/status"])
+    assert status["gpus"] == 2 and status["gpuSource"] == "2 GPUs from claim gpu (ResourceClaimTemplate llama-dra-gpus)"
+    expressions = [
+        e["key"]
+        for t in ((pod["spec"].get("affinity") or {}).get("nodeAffinity") or {})
+        .get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        .get("nodeSelectorTerms", [])
+        for e in t.get("matchExpressions", [])
+    ]
+    assert "nvidia.com/gpu.count" not in expressions, "the scheduler places DRA pods from the allocation, not GFD labels"
+    another = copy.deepcopy(dra_documents("llama-dra", 2)[2])  # kubectl sends nothing for an unchanged object
+    another["metadata"]["name"] = "llama-dra-second"
+    dry = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", "-", stdin=json.dumps(another))
+    assert "Warning: gpu-shard: pods get 2 GPUs from claim gpu (ResourceClaimTemplate llama-dra-gpus)" in dry.stderr, dry.stderr
+
+
+def test_dra_claim_for_more_devices_than_a_node_publishes_is_rejected(cluster: Cluster, webhook: Webhook, tmp_path: Path) -> None:
+    ns = namespace(cluster, "dra-capacity")
+    for node in ("dra-node-a", "dra-node-b"):
+        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(resource_slice(node, 2)))
+    try:
+        manifest = tmp_path / "dra4.yaml"
+        manifest.write_text(yaml.safe_dump_all(dra_documents("llama-dra-4", 4)))
+        cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=yaml.safe_dump_all(dra_documents("llama-dra-4", 4)[:2]))
+        deadline = time.monotonic() + 30
+        while True:
+            result = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-f", str(manifest), check=False)
+            if result.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert "[exceeds-cluster-capacity]" in result.stderr and "publishes 2" in result.stderr, result.stderr
+    finally:
+        for node in ("dra-node-a", "dra-node-b"):
+            cluster.kubectl("delete", "resourceslice", f"{node}-gpus", check=False)
+
+
+def test_dra_template_created_after_the_deployment_fails_open_then_shards(cluster: Cluster, webhook: Webhook, tmp_path: Path) -> None:
+    ns = namespace(cluster, "dra-later")
+    device_class, deployment, template = dra_documents("llama-later", 2, template_first=False)
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(device_class))
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(deployment))
+    first = cluster.wait_for("pods", "-n", ns, "-l", "app=llama-later")
+    assert first["spec"]["containers"][0]["args"] == ["-m", "/models/m.gguf"], "admitted unchanged while the template is unknown"
+    cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(template))
+    deadline = time.monotonic() + 60
+    while True:  # the next pod the ReplicaSet makes gets the flags
+        cluster.kubectl("delete", "pods", "-n", ns, "-l", "app=llama-later", "--wait=false")
+        time.sleep(1)
+        pods = cluster.get_json("pods", "-n", ns, "-l", "app=llama-later")["items"]
+        args = [p["spec"]["containers"][0]["args"] for p in pods if not p["metadata"].get("deletionTimestamp")]
+        if any("--tensor-split" in a for a in args) or time.monotonic() > deadline:
+            break
+    assert any(a[-2:] == ["--tensor-split", "1,1"] for a in args), args
+
+
+def test_the_shipped_role_grants_what_the_watches_read_and_nothing_more(cluster: Cluster) -> None:
+    rendered = yaml.safe_load_all(cluster.kubectl("kustomize", str(ROOT / "manifests" / "base")).stdout)
+    wanted = [d for d in rendered if d and d["kind"] in ("Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
+    cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(wanted))
+    account = "system:serviceaccount:gpu-shard-system:gpu-shard-webhook"
+
+    def can(verb: str, resource: str) -> bool:
+        return cluster.kubectl("auth", "can-i", verb, resource, "--as", account, check=False).stdout.strip() == "yes"
+
+    for resource in (
+        "nodes",
+        *(f"{p}.resource.k8s.io" for p in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")),
+    ):
+        assert all(can(verb, resource) for verb in ("get", "list", "watch")), resource
+        assert not can("create", resource) and not can("update", resource), resource
+    assert not can("get", "secrets") and not can("list", "pods") and not can("create", "pods")
