@@ -1,18 +1,26 @@
-"""Admission benchmark: the real server (gunicorn, TLS, production defaults) driven like
-the API server drives it -- HTTPS with keep-alive over a small pool of connections.
+"""Admission benchmark: the real server, exactly as ``serve`` ships (workers, info log,
+metrics, cluster watches), driven like the API server drives it -- HTTPS with
+keep-alive over a small pool of connections -- and a minimal Go net/http webhook doing
+the same work (bench/reference), measured in the same run on the same body, so the
+ratio between them is the figure that travels between machines.
+
+The server watches a small fake API server (tests/fake_apiserver.py: two GPU nodes and
+a ResourceClaimTemplate), so the node and DRA watches run as in a cluster and the DRA
+pod's claim lookup is the dict read it is in production.
 
 For each endpoint and body it prints requests/s, p50/p90/p99 latency, errors, server
-CPU time per admission (from the server processes' own /proc accounting) and peak
-RSS per worker; the same for an allow-everything endpoint on the same server (the
-cost of HTTP + TLS + JSON alone), so the cost of the logic shows as a ratio; how time
-grows with pod size (1, 10, 50 containers); and latency at a fixed 500 requests/s.
+CPU time per admission (from the server processes' own /proc accounting) and peak RSS
+per worker; the same for an allow-everything endpoint on the same server (the cost of
+HTTP + TLS + JSON alone); the Go reference and the ratio to it, over ``--spread-runs``
+runs with how many land within 20 % of their median (how evenly connections spread
+over the workers); how time grows with pod size; and latency at a fixed 500 requests/s.
 
 Closed-loop load comes from wrk when it is installed (Debian package ``wrk``), else
 from the built-in client. The fixed-rate run always uses the built-in open-loop
 client, which measures each latency from the request's scheduled send time, so a
 stalled server cannot hide its stall (no coordinated omission).
 
-    python bench/admission.py                 # full run, about 5 minutes
+    python bench/admission.py                 # full run, about 8 minutes
     python bench/admission.py --quick         # a tiny load, for tests
 """
 
@@ -38,7 +46,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.harness import admission_review, running_server  # noqa: E402
+from tests.cases import claim_template  # noqa: E402
+from tests.fake_apiserver import DRA, FakeCluster, gpu_node  # noqa: E402
+from tests.harness import admission_review, background, free_port, running_server  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -84,6 +94,14 @@ def pod(containers: list[dict[str, Any]], affinity: bool = False) -> dict[str, A
     }
 
 
+def dra_pod() -> dict[str, Any]:
+    """The 2-GPU pod asking for its GPUs through a ResourceClaimTemplate instead of a limit."""
+    claimed = pod([llama_container(gpus=None)])
+    claimed["spec"]["containers"][0]["resources"] = {"claims": [{"name": "gpu"}]}
+    claimed["spec"]["resourceClaims"] = [{"name": "gpu", "resourceClaimTemplateName": "llama-gpus"}]
+    return claimed
+
+
 def sidecars(count: int) -> list[dict[str, Any]]:
     return [{"name": f"sidecar-{i}", "image": "busybox:1.36", "command": ["sleep", "infinity"]} for i in range(count)]
 
@@ -93,6 +111,7 @@ def bodies() -> dict[str, bytes]:
     large = pod([llama_container(env=200), *sidecars(9)], affinity=True)
     return {
         "2-GPU pod": json.dumps(admission_review(two_gpu)).encode(),
+        "2-GPU DRA pod (ResourceClaimTemplate)": json.dumps(admission_review(dra_pod())).encode(),
         "large pod (10 containers, 200 env, affinity)": json.dumps(admission_review(large)).encode(),
         "1 container": json.dumps(admission_review(pod([llama_container()]))).encode(),
         "10 containers": json.dumps(admission_review(pod([llama_container(), *sidecars(9)]))).encode(),
@@ -316,61 +335,153 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+REFERENCE = ROOT / "bench" / "reference"
+
+
+def build_reference(workdir: Path) -> Path:
+    """The Go reference webhook, built with the Go toolchain (a cache hit is instant)."""
+    binary = workdir / "reference"
+    subprocess.run(
+        ["go", "build", "-trimpath", "-buildvcs=false", "-o", str(binary), "."],
+        cwd=REFERENCE,
+        check=True,
+        env={**os.environ, "CGO_ENABLED": "0"},
+        capture_output=True,
+    )
+    return binary
+
+
+@dataclass
+class Spread:
+    name: str
+    runs: list[float]
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self.runs)
+        return ordered[len(ordered) // 2]
+
+    @property
+    def within_20_percent(self) -> int:
+        return sum(1 for r in self.runs if abs(r - self.median) <= 0.2 * self.median)
+
+
+def fake_cluster() -> FakeCluster:
+    cluster = FakeCluster().start()
+    cluster.add(gpu_node("gpu-a", 4))
+    cluster.add(gpu_node("gpu-b", 2))
+    cluster.add(claim_template("llama-gpus", 2), DRA + "resourceclaimtemplates")
+    return cluster
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rate", type=float, default=500.0, help="requests/s of the fixed-rate run")
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     parser.add_argument("--repeat", type=int, default=3, help="runs per closed-loop measurement; the median is shown")
+    parser.add_argument("--spread-runs", type=int, default=10, help="alternating runs of the server and the Go reference")
+    parser.add_argument("--serve-args", default="", help="extra `serve` flags (default none: production defaults)")
     parser.add_argument("--quick", action="store_true", help="a tiny load (tests): 1 s per measurement, fewer bodies")
     parser.add_argument("--json", dest="json_path", help="write the rows as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.rate, args.repeat = 1.0, 50.0, 1
+        args.duration, args.rate, args.repeat, args.spread_runs = 1.0, 50.0, 1, 2
 
     payloads = bodies()
     plan = [
         ("/mutate", "2-GPU pod"),
         ("/validate", "2-GPU pod"),
         ("/allow", "2-GPU pod"),
+        ("/mutate", "2-GPU DRA pod (ResourceClaimTemplate)"),
         ("/mutate", "large pod (10 containers, 200 env, affinity)"),
     ]
     if not args.quick:
-        plan += [("/validate", "large pod (10 containers, 200 env, affinity)"), ("/allow", "large pod (10 containers, 200 env, affinity)")]
+        plan += [
+            ("/validate", "2-GPU DRA pod (ResourceClaimTemplate)"),
+            ("/validate", "large pod (10 containers, 200 env, affinity)"),
+            ("/allow", "large pod (10 containers, 200 env, affinity)"),
+        ]
         plan += [("/mutate", "1 container"), ("/mutate", "10 containers"), ("/mutate", "50 containers")]
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        server_args = ["--workers", str(args.workers), "--threads", str(args.threads), "--bench-allow-endpoint", "--log-level", "warning"]
-        with running_server(workdir, server_args) as server:
-            warm_up = argparse.Namespace(**{**vars(args), "duration": 1.0 if args.quick else 3.0})
-            for path in ("/mutate", "/validate", "/allow"):  # imports, caches, TLS sessions
-                measure(server, path, "2-GPU pod", payloads["2-GPU pod"], warm_up, workdir)
-            rows = [measure_repeated(server, path, name, payloads[name], args, workdir) for path, name in plan]
-            rows.append(measure(server, "/mutate", "2-GPU pod", payloads["2-GPU pod"], args, workdir, rate=args.rate))
-            workers = process_tree(server.process.pid)[1:]
-            rss = {pid: peak_rss_mib(pid) for pid in workers}
-            admission_log = server.log()
+    cluster = fake_cluster()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            server_args = ["--kubeconfig", str(cluster.kubeconfig(workdir)), "--bench-allow-endpoint", *args.serve_args.split()]
+            reference_binary = build_reference(workdir)
+            with running_server(workdir, server_args) as server:
+                warm_up = argparse.Namespace(**{**vars(args), "duration": 1.0 if args.quick else 3.0})
+                for path in ("/mutate", "/validate", "/allow"):  # imports, caches, TLS sessions
+                    measure(server, path, "2-GPU pod", payloads["2-GPU pod"], warm_up, workdir)
+                reference_port = free_port()
+                reference_argv = [
+                    str(reference_binary),
+                    "-addr",
+                    f"127.0.0.1:{reference_port}",
+                    "-cert",
+                    str(server.cert_dir / "tls.crt"),
+                    "-key",
+                    str(server.cert_dir / "tls.key"),
+                ]
+                with background(reference_argv, workdir / "reference.log"):
+                    reference = argparse.Namespace(port=reference_port, ca=server.ca, process=None)
+                    time.sleep(0.5)
+                    ours, theirs = Spread("serve /mutate 2-GPU pod", []), Spread("Go reference /mutate 2-GPU pod", [])
+                    for _ in range(args.spread_runs):  # alternating, so drift hits both alike
+                        ours.runs.append(measure(server, "/mutate", "2-GPU pod", payloads["2-GPU pod"], args, workdir).rps)
+                        theirs.runs.append(measure_reference(reference, payloads["2-GPU pod"], args, workdir).rps)
+                rows = [measure_repeated(server, path, name, payloads[name], args, workdir) for path, name in plan]
+                rows.append(measure(server, "/mutate", "2-GPU pod", payloads["2-GPU pod"], args, workdir, rate=args.rate))
+                workers = process_tree(server.process.pid)[1:]
+                rss = {pid: peak_rss_mib(pid) for pid in workers}
+                admission_log = server.log()
+    finally:
+        cluster.close()
 
-    server_shape = f"{args.workers} gthread workers x {args.threads} threads, TLS, keep-alive"
-    print(f"machine: {os.cpu_count()} CPUs; server: {server_shape}; {args.connections} connections")
+    print(
+        f"machine: {os.cpu_count()} CPUs; server: `gpu-shard-webhook serve {' '.join(args.serve_args.split())}` "
+        f"({len(workers)} workers), {args.connections} keep-alive connections over TLS"
+    )
     print(table(rows))
     print("peak RSS per worker (MiB): " + ", ".join(f"{pid}: {mib:.1f}" for pid, mib in rss.items()))
+    for spread in (ours, theirs):
+        runs = ", ".join(f"{r:.0f}" for r in spread.runs)
+        print(
+            f"{spread.name}: median {spread.median:.0f}/s over {len(spread.runs)} runs, "
+            f"{spread.within_20_percent} of {len(spread.runs)} within 20 % of it ({runs})"
+        )
+    ratio = ours.median / theirs.median if theirs.median else math.nan
+    print(f"ratio to the Go reference (medians, same run, same body): {ratio:.2f}")
     by_key = {(r.endpoint, r.body, r.generator): r for r in rows}
     for body in ("2-GPU pod", "large pod (10 containers, 200 env, affinity)"):
         base = next((r for (e, b, g), r in by_key.items() if e == "/allow" and b == body), None)
         for endpoint in ("/mutate", "/validate"):
             row = next((r for (e, b, g), r in by_key.items() if e == endpoint and b == body and "open" not in g), None)
             if base and row and base.cpu_us_per_request:
-                ratio = row.cpu_us_per_request / base.cpu_us_per_request
-                print(f"logic cost {endpoint} / allow-everything, {body}: {ratio:.2f}x CPU per request")
+                cost = row.cpu_us_per_request / base.cpu_us_per_request
+                print(f"logic cost {endpoint} / allow-everything, {body}: {cost:.2f}x CPU per request")
     errors_logged = admission_log.count('"decision":"error"')
     print(f"server-side errors logged: {errors_logged}")
     if args.json_path:
-        Path(args.json_path).write_text(json.dumps({"rows": [asdict(r) for r in rows], "peak_rss_mib": rss}, indent=2))
+        report = {
+            "rows": [asdict(r) for r in rows],
+            "peak_rss_mib": rss,
+            "spread": {s.name: s.runs for s in (ours, theirs)},
+            "ratio": ratio,
+        }
+        Path(args.json_path).write_text(json.dumps(report, indent=2))
     return 0 if all(r.errors == 0 for r in rows) and errors_logged == 0 else 1
+
+
+def measure_reference(reference: Any, body: bytes, args: argparse.Namespace, workdir: Path) -> Row:
+    if args.generator == "wrk":
+        figures = wrk_load(reference.port, "/mutate", body, args.connections, args.duration, workdir)
+    else:
+        figures = python_load(reference.port, reference.ca, "/mutate", body, args.connections, args.duration)
+    return Row(
+        "/mutate", "2-GPU pod", "wrk (Go reference)", figures.rps, figures.p50_ms, figures.p90_ms, figures.p99_ms, figures.errors, math.nan
+    )
 
 
 if __name__ == "__main__":

@@ -59,18 +59,38 @@ def test_the_api_servers_tls_check_accepts_the_service_name(tmp_path: Path) -> N
     assert ipaddress.ip_address("127.0.0.1") in sans.get_values_for_type(x509.IPAddress)
 
 
-def test_watcher_keeps_the_old_pair_while_a_rotation_is_half_written(tmp_path: Path) -> None:
-    write_bundle(make_bundle(["localhost"]), tmp_path)
+def served_certificate(context: ssl.SSLContext, ca: bytes) -> bytes:
+    """The certificate a handshake with ``context`` presents (in memory, no sockets)."""
+    client_context = ssl.create_default_context(cadata=ca.decode())
+    server_in, server_out, client_in, client_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = context.wrap_bio(server_in, server_out, server_side=True)
+    client = client_context.wrap_bio(client_in, client_out, server_hostname="localhost")
+    for _ in range(10):
+        for side in (client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                side.do_handshake()
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    return ssl.DER_cert_to_PEM_cert(client.getpeercert(binary_form=True)).encode()
+
+
+def test_watcher_keeps_the_old_pair_while_a_rotation_is_half_written_then_serves_the_new_one(tmp_path: Path) -> None:
+    original = make_bundle(["localhost"])
+    write_bundle(original, tmp_path)
     watcher = CertWatcher(tmp_path / "tls.crt", tmp_path / "tls.key")
-    first = watcher.context()
+    context = watcher.context()
     old = watcher.served_fingerprint
     replacement = make_bundle(["localhost"])
     (tmp_path / "tls.crt").write_bytes(replacement.tls_cert)  # key not yet replaced
-    assert watcher.context() is first
+    watcher.refresh()
+    assert watcher.last_error is not None and watcher.served_fingerprint == old
+    assert fingerprint(served_certificate(context, original.ca_cert)) == old, "handshakes go on with the old pair"
     assert watcher.check()[0] is False
     (tmp_path / "tls.key").write_bytes(replacement.tls_key)
-    assert watcher.context() is not first
+    watcher.refresh()
     assert watcher.served_fingerprint == fingerprint(replacement.tls_cert) != old
+    assert fingerprint(served_certificate(watcher.context(), replacement.ca_cert)) == watcher.served_fingerprint
+    assert fingerprint(served_certificate(context, original.ca_cert)) == old, "the old context is untouched"
     assert watcher.check()[0] is True
 
 
@@ -97,22 +117,3 @@ def test_running_server_serves_a_rotated_certificate_to_new_connections(tmp_path
                 break
             time.sleep(0.1)
         assert fingerprint(rotated.tls_cert)[:16] in ready.text
-
-
-def test_graceful_close_waits_for_the_peer_only_briefly(tmp_path: Path) -> None:
-    import socket as sockets
-
-    from webhook.certs import DeadlineSSLSocket
-
-    write_bundle(make_bundle(["localhost"]), tmp_path)
-    watcher = CertWatcher(tmp_path / "tls.crt", tmp_path / "tls.key", io_timeout=7.0)
-    left, right = sockets.socketpair()
-    with left, right:
-        wrapped = watcher.context().wrap_socket(left, server_side=True, do_handshake_on_connect=False)
-        assert isinstance(wrapped, DeadlineSSLSocket)
-        wrapped.setblocking(True)
-        assert wrapped.gettimeout() == 7.0, "blocking reads and writes carry the I/O deadline"
-        wrapped.shutdown(sockets.SHUT_WR)  # what gunicorn's close_graceful does first
-        wrapped.settimeout(2.0)  # then it waits up to 2 s for the peer on its event loop
-        assert wrapped.gettimeout() == wrapped.close_linger == 0.1
-        wrapped.close()

@@ -16,6 +16,8 @@ import yaml
 
 from tests.harness import ROOT
 from tests.kubectl import kustomize
+from webhook.claims import GROUP
+from webhook.watch import DRA_RESOURCES
 
 SCHEMA_VERSION = "1.30.0"
 EXCLUDED_NAMESPACES = {"kube-system", "kube-node-lease", "kube-public", "gpu-shard-system"}
@@ -129,9 +131,13 @@ def test_deployment_is_hardened_and_highly_available(base: list[dict[str, Any]])
     assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https"}]
 
 
-def test_rbac_reads_nodes_and_nothing_else(base: list[dict[str, Any]]) -> None:
+def test_rbac_reads_what_the_watches_read_and_nothing_else(base: list[dict[str, Any]]) -> None:
     role = by_kind(base, "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]}]
+    read = ["get", "list", "watch"]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": read},
+        {"apiGroups": [GROUP], "resources": list(DRA_RESOURCES), "verbs": read},
+    ]
     binding = by_kind(base, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpu-shard-webhook", "namespace": "gpu-shard-system"}]
 

@@ -16,10 +16,11 @@ Nothing here knows about HTTP; :mod:`webhook.server` only translates.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
@@ -40,7 +41,7 @@ class MalformedRequest(ValueError):
     """The request is not a usable AdmissionReview; answered with HTTP 400."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Request:
     """The fields of an AdmissionReview v1 ``request`` this webhook reads, checked."""
 
@@ -54,7 +55,7 @@ class Request:
     dry_run: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Response:
     uid: str
     allowed: bool
@@ -66,7 +67,7 @@ class Response:
         response: dict[str, Any] = {"uid": self.uid, "allowed": self.allowed}
         if self.patch:
             response["patchType"] = "JSONPatch"
-            response["patch"] = base64.b64encode(json.dumps(self.patch, separators=(",", ":")).encode()).decode()
+            response["patch"] = base64.b64encode(orjson.dumps(self.patch)).decode()
         if not self.allowed:
             response["status"] = {"code": 403, "reason": "Forbidden", "message": self.message or "denied"}
         if self.warnings:
@@ -74,7 +75,7 @@ class Response:
         return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Decision:
     """A response plus what the edges log and count (from the report of the final pod)."""
 
@@ -111,6 +112,12 @@ def _warning(text: str) -> str:
 # --- decoding ---------------------------------------------------------------------------
 
 
+def _short(value: Any) -> str:
+    """A value for an error message: never the request echoed back (a 64 KiB 'kind' stays out)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
     value = request.get(name)
     if value is None:
@@ -125,14 +132,14 @@ def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...], re
 def decode(body: bytes | str) -> Request:
     """Parse and check an AdmissionReview v1 body; raise MalformedRequest with the reason."""
     try:
-        review = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedRequest(f"body is not JSON: {error}") from None
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as error:  # also: nested deeper than 1024 levels, which no Pod is
+        raise MalformedRequest(f"body is not JSON: {str(error)[:120]}") from None
     if not isinstance(review, dict):
         raise MalformedRequest("body is not a JSON object")
     if review.get("apiVersion") != API_VERSION or review.get("kind") != "AdmissionReview":
         raise MalformedRequest(
-            f"expected apiVersion {API_VERSION} kind AdmissionReview, got {review.get('apiVersion')!r} {review.get('kind')!r}"
+            f"expected apiVersion {API_VERSION} kind AdmissionReview, got {_short(review.get('apiVersion'))} {_short(review.get('kind'))}"
         )
     request = review.get("request")
     if not isinstance(request, dict):
@@ -146,7 +153,7 @@ def decode(body: bytes | str) -> Request:
         raise MalformedRequest("request.kind.kind is missing")
     operation = _field(request, "operation", str)
     if operation not in OPERATIONS:
-        raise MalformedRequest(f"request.operation {operation!r} is not one of {', '.join(OPERATIONS)}")
+        raise MalformedRequest(f"request.operation {_short(operation)} is not one of {', '.join(OPERATIONS)}")
     namespace = _field(request, "namespace", str, required=False) or ""
     name = _field(request, "name", str, required=False) or ""
     needs_object = operation in ("CREATE", "UPDATE")
@@ -160,7 +167,7 @@ def decode(body: bytes | str) -> Request:
 
 
 def encode(response: Response) -> bytes:
-    return json.dumps(response.wire(), separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(response.wire())
 
 
 # --- deciding ---------------------------------------------------------------------------
@@ -200,7 +207,7 @@ def render_denial(kind: str, name: str, violations: Sequence[Violation]) -> str:
 def mutate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) -> Decision:
     """The mutating webhook: Pods only; always allows (the validating webhook denies)."""
     if request.kind != "Pod":
-        raise MalformedRequest(f"/mutate serves Pods, not {request.kind}")
+        raise MalformedRequest(f"/mutate serves Pods, not {_short(request.kind)}")
     if request.operation != "CREATE":
         return Decision(allowed(request.uid), "allowed")
     patch, report, planning = mutate_pod(as_pod(request.object, "Pod", request.namespace) or {}, config, cluster)
@@ -221,7 +228,7 @@ def validate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) ->
     webhook existed, would break the controllers that manage them.
     """
     if request.kind != "Pod" and request.kind not in TEMPLATE_PATHS:
-        raise MalformedRequest(f"/validate serves Pods and workloads, not {request.kind}")
+        raise MalformedRequest(f"/validate serves Pods and workloads, not {_short(request.kind)}")
     if request.operation not in ("CREATE", "UPDATE"):
         return Decision(allowed(request.uid), "allowed")
     review = review_object(request.object, request.kind, config, request.namespace, cluster)

@@ -13,13 +13,11 @@ import hashlib
 import ipaddress
 import logging
 import os
-import socket
 import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -132,69 +130,23 @@ def fingerprint(pem: bytes) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-class DeadlineSSLSocket(ssl.SSLSocket):
-    """A TLS connection whose every blocking read and write gives up after ``io_timeout``.
-
-    gunicorn's gthread worker handles the handshake and each request in a pool
-    thread with a blocking socket and no timeout, so a client that stalls in the
-    middle of a handshake or a request would hold that thread for ever; a few such
-    clients would starve the worker. gunicorn switches the socket to blocking
-    mode before each request, so the deadline is re-applied there.
-    """
-
-    io_timeout: float = 10.0
-    # gunicorn closes a connection "gracefully": it sends FIN, then reads until the
-    # peer closes, for up to 2 s -- on the worker's event-loop thread, so every other
-    # connection of that worker waits meanwhile (measured: 2.0 s stalls behind a client
-    # that keeps its end open). Draining what is already buffered is what prevents the
-    # RST; waiting for the peer's FIN is capped here instead.
-    close_linger: float = 0.1
-    _closing: bool = False
-
-    def setblocking(self, flag: bool) -> None:
-        if flag:
-            self.settimeout(self.io_timeout)
-        else:
-            super().setblocking(False)
-
-    def shutdown(self, how: int) -> None:
-        if how == socket.SHUT_WR:
-            self._closing = True
-        super().shutdown(how)
-
-    def settimeout(self, value: float | None) -> None:
-        if self._closing and (value is None or value > self.close_linger):
-            value = self.close_linger
-        super().settimeout(value)
-
-
-class DeadlineContext(ssl.SSLContext):
-    """An SSLContext whose connections carry :class:`DeadlineSSLSocket` deadlines."""
-
-    io_timeout: float = 10.0
-
-    def wrap_socket(self, sock: Any, *args: Any, **kwargs: Any) -> ssl.SSLSocket:  # type: ignore[override]
-        sock.settimeout(self.io_timeout)  # the handshake inherits it
-        wrapped = super().wrap_socket(sock, *args, **kwargs)
-        wrapped.io_timeout = self.io_timeout  # type: ignore[attr-defined]
-        return wrapped
-
-
 class CertWatcher:
-    """Serves the certificate on disk now, re-read when the files change.
+    """Serves the certificate on disk now: the current SSLContext, rebuilt when the files change.
 
-    gunicorn asks for an SSLContext on every new connection; :meth:`context`
-    answers with a cached one and rebuilds it when the files' identity (inode,
-    size, mtime) changes, as a cert-manager renewal or a Secret update does.
-    A pair that fails to load (the key written before the certificate, say)
-    keeps the previous context until the next handshake tries again, so no
-    connection is refused during a rotation.
+    :meth:`refresh` (called from the serving loop every second or two) compares the
+    files' identity (inode, size, mtime) with the last load, as a cert-manager renewal
+    or a Secret update changes it, and builds a new context from them; connections
+    accepted afterwards use it, a handshake already in progress keeps the old one.
+    A new context rather than the old one reloaded in place: ``load_cert_chain`` on a
+    live context that fails half-way (the key written before the certificate) leaves it
+    holding a certificate without its key, and every handshake then fails with
+    "no shared cipher" (seen in the tests). A pair that fails to load keeps the previous
+    context until the next refresh tries again, so no handshake fails during a rotation.
     """
 
-    def __init__(self, cert_path: Path, key_path: Path, io_timeout: float = 10.0) -> None:
+    def __init__(self, cert_path: Path, key_path: Path) -> None:
         self.cert_path = cert_path
         self.key_path = key_path
-        self.io_timeout = io_timeout
         self._lock = threading.Lock()
         self._stamp: tuple[int, ...] | None = None
         self._context: ssl.SSLContext | None = None
@@ -208,29 +160,37 @@ class CertWatcher:
             stamps += [status.st_ino, status.st_size, status.st_mtime_ns]
         return tuple(stamps)
 
-    def _build(self) -> tuple[ssl.SSLContext, str]:
-        context = DeadlineContext(ssl.PROTOCOL_TLS_SERVER)
-        context.io_timeout = self.io_timeout
-        context.sslsocket_class = DeadlineSSLSocket
+    def _build(self) -> None:
+        identity = self._identity()
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_path, self.key_path)
-        return context, fingerprint(self.cert_path.read_bytes())
+        self._context, self._stamp = context, identity
+        self.served_fingerprint = fingerprint(self.cert_path.read_bytes())
+        self.last_error = None
 
     def context(self) -> ssl.SSLContext:
+        """The context to wrap a new connection with (built on first use: raises when unloadable)."""
+        context = self._context
+        if context is None:
+            with self._lock:
+                if self._context is None:
+                    self._build()
+                context = self._context
+        assert context is not None
+        return context
+
+    def refresh(self) -> None:
+        self.context()
         with self._lock:
             try:
-                identity = self._identity()
-                if identity != self._stamp or self._context is None:
-                    self._context, self.served_fingerprint = self._build()
-                    self._stamp = identity
-                    self.last_error = None
+                if self._identity() != self._stamp:
+                    self._build()
+                    log.info("serving the new certificate sha256:%s", (self.served_fingerprint or "")[:16])
             except (OSError, ssl.SSLError, ValueError) as error:
-                if self._context is None:
-                    raise
                 if self.last_error != str(error):
                     log.warning("keeping the previous certificate: %s", error)
                 self.last_error = str(error)
-            return self._context
 
     def check(self) -> tuple[bool, str]:
         """Ready when the certificate served is the one on disk now."""

@@ -164,7 +164,7 @@ def claim_objects_from(objects: Iterable[Any], default_namespace: str = "default
     return ClaimObjects(templates, claims, classes, devices_per_node(slices), synced=True)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class ClaimGpus:
     """What a container's claims give it in GPUs."""
 

@@ -24,6 +24,11 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _env_float(name: str, default: float | None) -> float | None:
+    value = os.environ.get(name)
+    return float(value) if value is not None else default
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rules (also GSW_* environment variables)")
     for setting in SETTINGS:
@@ -50,12 +55,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("GSW_CERT_DIR", "certs")),
         help="holds tls.crt and tls.key (created with a dev CA when absent)",
     )
-    serve.add_argument("--workers", type=int, default=_env_int("GSW_WORKERS", 4))
-    serve.add_argument("--threads", type=int, default=_env_int("GSW_THREADS", 2))
-    serve.add_argument("--keepalive", type=int, default=_env_int("GSW_KEEPALIVE", 95))
+    serve.add_argument("--workers", type=int, default=_env_int("GSW_WORKERS", 2), help="event-loop worker processes (one per core)")
+    serve.add_argument(
+        "--threads", type=int, default=_env_int("GSW_THREADS", 2), help="threads per worker for /healthz, /readyz, /metrics (Flask)"
+    )
+    serve.add_argument("--keepalive", type=int, default=_env_int("GSW_KEEPALIVE", 95), help="seconds an idle keep-alive connection stays")
     serve.add_argument("--graceful-timeout", type=int, default=_env_int("GSW_GRACEFUL_TIMEOUT", 25))
     serve.add_argument(
-        "--io-timeout", type=float, default=float(os.environ.get("GSW_IO_TIMEOUT", 10)), help="seconds a blocking read or write may stall"
+        "--handshake-timeout", type=float, default=_env_float("GSW_HANDSHAKE_TIMEOUT", 5), help="seconds a TLS handshake may take"
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=_env_float("GSW_HEADER_TIMEOUT", 5),
+        help="seconds from a request's first byte to the end of its headers",
+    )
+    serve.add_argument("--body-timeout", type=float, default=_env_float("GSW_BODY_TIMEOUT", None), help="seconds to receive a body (10)")
+    serve.add_argument(
+        "--write-timeout",
+        type=float,
+        default=_env_float("GSW_WRITE_TIMEOUT", None),
+        help="seconds a client may leave a response unread (10)",
+    )
+    serve.add_argument(
+        "--io-timeout",
+        type=float,
+        default=_env_float("GSW_IO_TIMEOUT", None),
+        help="the body and write timeouts together (kept from the thread-pool edge; --body-timeout and --write-timeout win)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=_env_int("GSW_MAX_CONNECTIONS", 1000),
+        help="connections one worker holds; past it new ones are refused at once",
     )
     serve.add_argument("--log-level", default=os.environ.get("GSW_LOG_LEVEL", "info"))
     serve.add_argument("--bench-allow-endpoint", action="store_true", help=argparse.SUPPRESS)
@@ -185,31 +217,41 @@ def run_serve(args: argparse.Namespace) -> int:
     from webhook import metrics
     from webhook.certs import CA_CERT, ensure_serving_files
     from webhook.cluster import NO_CLUSTER, Cluster
+    from webhook.edge import Application, Limits
     from webhook.server import create_app
     from webhook.serving import ServeOptions, WebhookServer, cert_watcher, configure_logging, readiness
 
     configure_logging(args.log_level)
     if ensure_serving_files(args.cert_dir, args.service, args.namespace):
         print(f"created a development CA: {args.cert_dir / CA_CERT} (trust it to call https://localhost:{args.port})", file=sys.stderr)
-    watcher = cert_watcher(args.cert_dir, args.io_timeout)
+    watcher = cert_watcher(args.cert_dir)
     watch = _cluster_watch(args, config)
-    options = ServeOptions(
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        threads=args.threads,
+    io_timeout = args.io_timeout if args.io_timeout is not None else 10.0
+    limits = Limits(
+        handshake_timeout=args.handshake_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout if args.body_timeout is not None else io_timeout,
+        write_timeout=args.write_timeout if args.write_timeout is not None else io_timeout,
         keepalive=args.keepalive,
+        max_connections=args.max_connections,
+        body_limit=config.body_limit,
         graceful_timeout=args.graceful_timeout,
-        log_level=args.log_level,
     )
+    options = ServeOptions(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, limits=limits)
     cluster = NO_CLUSTER
     if watch is not None:
         cluster = Cluster(nodes=watch.nodes if args.cluster_checks else None, claims=watch.claims if args.dra else NO_CLUSTER.claims)
     app = create_app(config, readiness=readiness(watcher, config), cluster=cluster, allow_endpoint=args.bench_allow_endpoint)
+    application = Application(
+        app.admissions,  # type: ignore[attr-defined]
+        app.wsgi_app,
+        watcher,
+        limits,
+        wsgi_threads=args.threads,
+        after_fork=watch.start if watch is not None else None,
+    )
     hooks: dict[str, Any] = {"child_exit": lambda server, worker: metrics.worker_exited(worker.pid)}
-    if watch is not None:
-        hooks["post_fork"] = lambda server, worker: watch.start()
-    WebhookServer(app, watcher, options, hooks).run()
+    WebhookServer(application, options, hooks).run()
     return 0
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.objects import as_dict, as_list
@@ -65,22 +64,47 @@ def _env_from_sources(env_from: Any) -> tuple[str, ...]:
     return tuple(sources)
 
 
-@dataclass(frozen=True)
 class Environment:
-    """A container's environment as far as admission can see it.
+    """A container's environment as far as admission can see it, read when first asked.
 
     ``values`` maps each name defined in ``env`` to its literal value (already
     expanded) or an :class:`Opaque`; ``env_from`` names the ``envFrom`` sources, any
-    of which may define a name that ``env`` does not.
+    of which may define a name that ``env`` does not. Most containers of a pod never
+    need theirs (no ``$(VAR)``, not the llama.cpp one), so nothing is read until then.
     """
 
-    values: Mapping[str, str] = field(default_factory=dict)
-    env_from: tuple[str, ...] = ()
+    __slots__ = ("_container", "_values", "env_from")
+
+    def __init__(self, container: Mapping[str, Any] | None = None, values: Mapping[str, str] | None = None) -> None:
+        self._container = container or {}
+        self._values = values
+        self.env_from = _env_from_sources(self._container.get("envFrom"))
+
+    @property
+    def values(self) -> Mapping[str, str]:
+        if self._values is None:
+            self._values = {}
+            self._read(self._values)
+        return self._values
+
+    def _read(self, values: dict[str, str]) -> None:
+        for variable in as_list(self._container.get("env")):
+            variable = as_dict(variable)
+            name = variable.get("name")
+            if not isinstance(name, str) or not name:
+                continue
+            if variable.get("valueFrom") is not None:
+                values[name] = Opaque(f"$({name})", _value_source(variable))
+                continue
+            raw = variable.get("value")
+            # Expanded with what is defined so far: ``values`` is filled in order.
+            values[name] = expand("" if raw is None else str(raw), self)
 
     def lookup(self, name: str) -> str | None:
         """The value of ``name``; an Opaque when it is not visible; None when nothing defines it."""
-        if name in self.values:
-            return self.values[name]
+        values = self._values if self._values is not None else self.values
+        if name in values:
+            return values[name]
         if self.env_from:
             return Opaque(f"$({name})", ", ".join(self.env_from))
         return None
@@ -95,20 +119,7 @@ class Environment:
 
 
 def read_environment(container: Mapping[str, Any]) -> Environment:
-    values: dict[str, str] = {}
-    env_from = _env_from_sources(container.get("envFrom"))
-    partial = Environment(values, env_from)
-    for variable in as_list(container.get("env")):
-        variable = as_dict(variable)
-        name = variable.get("name")
-        if not isinstance(name, str) or not name:
-            continue
-        if variable.get("valueFrom") is not None:
-            values[name] = Opaque(f"$({name})", _value_source(variable))
-            continue
-        raw = variable.get("value")
-        values[name] = expand("" if raw is None else str(raw), partial)
-    return partial
+    return Environment(container)
 
 
 def expand(text: str, environment: Environment) -> str:
@@ -155,7 +166,7 @@ def expand_all(tokens: Iterable[Any], environment: Environment) -> list[str] | N
     for token in tokens:
         if not isinstance(token, str):
             return None
-        expanded.append(expand(token, environment))
+        expanded.append(expand(token, environment) if "$" in token else token)
     return expanded
 
 

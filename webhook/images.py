@@ -43,7 +43,7 @@ BACKEND_VENDORS: dict[str, frozenset[str]] = {
 SUGGESTED_BACKEND = {"nvidia": "cuda", "amd": "rocm", "intel": "intel", "mthreads": "musa"}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Image:
     """An official llama.cpp image's flavour and backend; ``None`` fields for any other image."""
 

@@ -35,7 +35,7 @@ SHELLS = frozenset({"sh", "bash", "ash", "dash", "zsh", "ksh"})
 _SHELL_SEPARATORS = frozenset({";", "&&", "||", "|", "&", ";;", "(", ")", "<", ">", ">>", "\n"})
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Launch:
     """How a container starts llama.cpp.
 

@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from webhook.expansion import Environment, Opaque
 
@@ -115,8 +115,7 @@ def option_table() -> OptionTable:
     return parse_option_table(text)
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):  # a tuple: built for every option of every admission
     """One option as written in an argv."""
 
     key: str
@@ -135,10 +134,11 @@ def parse_options(tokens: Sequence[str], table: OptionTable | None = None) -> li
     table = table or option_table()
     options: list[Option] = []
     index = 0
-    while index < len(tokens):
+    count = len(tokens)
+    while index < count:
         token = tokens[index]
         index += 1
-        if not token.startswith("-"):
+        if not token or token[0] != "-":
             continue
         spec = table.lookup(token)
         if spec is not None:
@@ -155,8 +155,7 @@ def parse_options(tokens: Sequence[str], table: OptionTable | None = None) -> li
     return options
 
 
-@dataclass(frozen=True)
-class Setting:
+class Setting(NamedTuple):
     """An option's value as the container sets it, and where."""
 
     key: str
@@ -167,7 +166,7 @@ class Setting:
     hidden_in: str | None = None  # where the value comes from when it is None (a Secret, a ConfigMap)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class ContainerSettings:
     """The options a container sets on its command line and through LLAMA_ARG_* env."""
 

@@ -10,6 +10,7 @@ served.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
@@ -34,11 +35,29 @@ SHARDED = Counter(
     "Pods sharded by the mutating webhook, by the GPU count the admitted pod runs with.",
     ["gpus"],
 )
+CONNECTIONS_CLOSED = Counter(
+    "gpu_shard_connections_closed_total",
+    "Connections the server closed itself, by why: a phase's deadline (handshake, headers, body, write, idle), "
+    "refused past the per-worker cap, or a TLS error.",
+    ["reason"],
+)
 CLAIM_LOOKUPS = Counter(
     "gpu_shard_claim_lookups_total",
     "Admissions of containers with DRA claims, by whether the claim objects were known (missing: admitted unchanged).",
     ["webhook", "result"],
 )
+
+
+_CHILDREN: dict[tuple[Any, ...], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: labels() takes a lock and builds a key on every call."""
+    key = (id(metric), *labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*labels)
+    return found
 
 
 def exposition() -> tuple[bytes, str]:

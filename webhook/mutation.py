@@ -27,7 +27,7 @@ from webhook.report import Report, build_report
 from webhook.scheduling import with_gpu_toleration, with_node_expressions
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Mutation:
     pod: dict[str, Any]
     reading: PodReading  # of ``pod``

@@ -32,22 +32,27 @@ def _diff(before: Any, after: Any, path: str, out: list[Operation]) -> None:
         for key in before:
             if key not in after:
                 out.append({"op": "remove", "path": f"{path}/{escape(key)}"})
+        missing = object()
         for key, value in after.items():
+            old = before.get(key, missing)
+            if old is value:
+                continue  # a shared subtree: unchanged, and not walked
             child = f"{path}/{escape(key)}"
-            if key not in before:
+            if old is missing:
                 out.append({"op": "add", "path": child, "value": value})
             else:
-                _diff(before[key], value, child, out)
+                _diff(old, value, child, out)
         return
     if isinstance(before, list) and isinstance(after, list):
-        common = min(len(before), len(after))
-        if len(after) >= len(before) and all(_equal_json(before[i], after[i]) for i in range(common)):
+        if len(before) == len(after):
+            for index, (old, new) in enumerate(zip(before, after, strict=True)):
+                if old is not new:
+                    _diff(old, new, f"{path}/{index}", out)
+            return
+        common = len(before)
+        if len(after) > common and all(before[i] is after[i] or _equal_json(before[i], after[i]) for i in range(common)):
             for index in range(common, len(after)):
                 out.append({"op": "add", "path": f"{path}/{index}", "value": after[index]})
-            return
-        if len(before) == len(after):
-            for index in range(common):
-                _diff(before[index], after[index], f"{path}/{index}", out)
             return
         out.append({"op": "replace", "path": path, "value": after})
         return

@@ -80,7 +80,7 @@ def gpu_layers_accepted(text: str) -> bool:
 GpuSource = Literal["none", "limits", "annotation", "claim"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class GpuCount:
     """How many GPUs the llama.cpp container gets, and where that is written."""
 
@@ -100,7 +100,7 @@ class GpuCount:
         return f"{self.count} {self.resource}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class ShardingPlan:
     """What the llama.cpp container gets. Settings keys are llamacpp option keys."""
 
@@ -134,7 +134,7 @@ class ShardingPlan:
 ClaimLookup = Literal["none", "found", "missing"]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Planning:
     target: ContainerReading | None
     gpus: GpuCount | None  # None when undecidable (conflicting counts, a bad annotation)
@@ -227,7 +227,7 @@ def _limits_count(
     return None, [Violation("count-conflict", message, where)]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Asked:
     """What the sharding annotations ask for (``gpu_layers`` None: llama.cpp's --fit decides)."""
 

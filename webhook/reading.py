@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from webhook.claims import NO_CLAIM_OBJECTS, ClaimGpus, ClaimObjects, container_claim_gpus, looks_like_gpu
@@ -53,7 +54,7 @@ def vendor_of(name: str | None) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class GpuAsk:
     """The GPUs a container asks for, as written."""
 
@@ -90,7 +91,7 @@ class GpuAsk:
         return vendors.pop() if len(vendors) == 1 else None
 
 
-@dataclass(frozen=True)
+@dataclass  # a value, never mutated (not frozen: built twice per admission, and settings is cached)
 class ContainerReading:
     index: int
     name: str
@@ -98,9 +99,13 @@ class ContainerReading:
     image: Image
     environment: Environment
     launch: Launch | None
-    settings: ContainerSettings
     gpus: GpuAsk
     device_access: tuple[str, ...] = ()  # how it reaches devices without asking for them
+
+    @cached_property
+    def settings(self) -> ContainerSettings:
+        """Read when first asked: the llama.cpp container's settings matter, a sidecar's never do."""
+        return read_settings(self.launch.option_tokens if self.launch else (), self.environment)
 
     @property
     def router(self) -> bool:
@@ -126,7 +131,7 @@ class ContainerReading:
         return found
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class PodReading:
     pod: dict[str, Any]
     opted_in: bool
@@ -168,6 +173,8 @@ def _device_access(container: Mapping[str, Any], spec: Mapping[str, Any]) -> tup
     reasons = []
     if as_dict(container.get("securityContext")).get("privileged") is True:
         reasons.append("privileged")
+    if not container.get("volumeMounts"):
+        return tuple(reasons)
     host_paths = {
         str(as_dict(v).get("name")): str(as_dict(as_dict(v).get("hostPath")).get("path") or "")
         for v in as_list(spec.get("volumes"))
@@ -187,7 +194,6 @@ def read_container(
     image = read_image(container.get("image"))
     environment = read_environment(container)
     launch = detect_launch(container, image, environment, named)
-    settings = read_settings(launch.option_tokens if launch else (), environment)
     return ContainerReading(
         index,
         str(container.get("name")),
@@ -195,7 +201,6 @@ def read_container(
         image,
         environment,
         launch,
-        settings,
         _gpu_ask(container, spec, namespace, config, claims),
         _device_access(container, spec),
     )
@@ -220,15 +225,39 @@ def read_pod(pod: dict[str, Any], config: Config, claims: ClaimObjects = NO_CLAI
 
 
 def reread_target(reading: PodReading, pod: dict[str, Any], config: Config, claims: ClaimObjects) -> PodReading:
-    """The reading of ``pod``, which differs from ``reading.pod`` only in the target container (the mutation's work)."""
-    if reading.target is None:
+    """The reading of ``pod``, which differs from ``reading.pod`` only in the target container (the mutation's work).
+
+    Each part of the container's reading is a function of some of its fields; a part
+    whose fields are the very objects read before is taken over (the mutation shares
+    what it does not change), the rest is read again from the new pod.
+    """
+    old = reading.target
+    if old is None:
         return replace(reading, pod=pod)
     spec = as_dict(pod.get("spec"))
-    index = reading.target.index
-    named = reading.annotations.get(config.annotation("container")) == reading.target.name
-    target = read_container(index, as_list(spec.get("containers"))[index], spec, reading.namespace, config, claims, named)
-    containers = tuple(target if c.index == index else c for c in reading.containers)
-    return replace(reading, pod=pod, annotations=annotations_of(pod), containers=containers, target=target)
+    container = as_dict(as_list(spec.get("containers"))[old.index])
+    before = old.container
+    same = container.get("env") is before.get("env") and container.get("envFrom") is before.get("envFrom")
+    environment = old.environment if same else read_environment(container)
+    image = old.image if container.get("image") == before.get("image") else read_image(container.get("image"))
+    named = reading.annotations.get(config.annotation("container")) == old.name
+    gpus = old.gpus
+    if container.get("resources") is not before.get("resources"):
+        gpus = _gpu_ask(container, spec, reading.namespace, config, claims)
+    target = ContainerReading(
+        old.index,
+        old.name,
+        container,
+        image,
+        environment,
+        detect_launch(container, image, environment, named),
+        gpus,
+        old.device_access
+        if container.get("volumeMounts") is before.get("volumeMounts") and container.get("securityContext") is before.get("securityContext")
+        else _device_access(container, spec),
+    )
+    containers = tuple(target if c.index == old.index else c for c in reading.containers)
+    return PodReading(pod, True, reading.namespace, annotations_of(pod), containers, target, reading.problems, reading.claims_synced)
 
 
 def _choose_target(readings: tuple[ContainerReading, ...], named: Any, config: Config) -> tuple[ContainerReading | None, list[Violation]]:

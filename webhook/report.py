@@ -15,10 +15,11 @@ it carries says which of them the webhook wrote, so the report comes out the sam
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import orjson
 
 from webhook.llamacpp import FIT, GPU_LAYERS, INJECTED_SPELLING, MAX_TENSOR_SPLIT_VALUES, SPLIT_MODE, TENSOR_SPLIT
 from webhook.plan import ShardingPlan
@@ -31,7 +32,7 @@ REPORTED: tuple[tuple[str, str], ...] = ((GPU_LAYERS, "gpuLayers"), (SPLIT_MODE,
 DEFAULTS = {GPU_LAYERS: "auto"}  # what llama.cpp uses when nobody sets the option (null: not applicable)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Reported:
     key: str
     value: str | None  # the value the process gets; None for an unset option or a hidden value
@@ -58,8 +59,8 @@ class Reported:
 def _previous_origins(status: Any) -> dict[str, tuple[str, Any]]:
     """field -> (origin text, value) from a status annotation this webhook wrote before."""
     try:
-        record = json.loads(status) if isinstance(status, str) else None
-    except ValueError:
+        record = orjson.loads(status) if isinstance(status, str) else None
+    except orjson.JSONDecodeError:
         return {}
     if not isinstance(record, dict) or not isinstance(record.get("origin"), dict):
         return {}
@@ -86,7 +87,7 @@ def reported_settings(before: ContainerReading, after: ContainerReading, previou
     return found
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Report:
     """The container as it will run, for the status annotation, the summary line and warnings."""
 
@@ -120,7 +121,7 @@ class Report:
             record["gpuSource"] = gpus.describe()
         if self.plan.router:
             record["router"] = True
-        return json.dumps(record, separators=(",", ":"), sort_keys=True)
+        return orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode()
 
     def flags(self) -> str:
         """The settings as the process gets them: flags or LLAMA_ARG_* assignments, each saying whose it is."""

@@ -25,7 +25,7 @@ from webhook.violation import Violation
 from webhook.workloads import pod_template
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Review:
     pod: dict[str, Any]  # as it would be admitted
     patch: list[Operation]

@@ -39,7 +39,7 @@ _ANNOTATED = {GPU_LAYERS: "n-gpu-layers", SPLIT_MODE: "split-mode", TENSOR_SPLIT
 _NO_DEVICES = ("", "void", "none")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class Context:
     reading: PodReading  # of the pod as it will run
     target: ContainerReading
@@ -382,6 +382,8 @@ def device_plugin_visibility(reading: PodReading) -> list[Violation]:
     found = []
     for field, containers in (("containers", spec.get("containers")), ("initContainers", spec.get("initContainers"))):
         for index, container in enumerate(as_list(containers)):
+            if not any(as_dict(v).get("name") == "NVIDIA_VISIBLE_DEVICES" for v in as_list(as_dict(container).get("env"))):
+                continue  # the usual case, without reading the whole environment
             value = read_environment(as_dict(container)).literal("NVIDIA_VISIBLE_DEVICES")
             if value is None or value.strip().lower() in _NO_DEVICES:
                 continue

@@ -1,10 +1,17 @@
-"""The HTTP edge: HTTP in, :mod:`webhook.admission` decides, HTTP out.
+"""The admission endpoints and the Flask app, independent of the HTTP server under them.
 
-This module only translates. Status codes: 200 with an AdmissionReview for
-every request that could be read, 400 with a one-line reason for a malformed
-one, 413 above the body limit, 404/405 for wrong paths and methods, 500 (with
-the request uid in the log) for our own bug. Every admission is logged once as
-one JSON line, without bodies or env values.
+:class:`Admissions` answers ``/mutate`` and ``/validate``: a request body in, an
+:class:`Answer` out. Status codes: 200 with an AdmissionReview for every request
+that could be read, 400 with a one-line reason for a malformed one (JSON nested
+deeper than any Pod, a wrong field type, a stalled body), 413 above the body limit,
+405 for another method, 500 (with the request uid in the log) for our own bug.
+Every exit -- early ones included -- is observed in one place
+(:meth:`Admissions.observe`): one metrics update and one JSON log line, without
+bodies or env values. Error bodies are short and never echo the request back.
+
+:mod:`webhook.edge` serves :class:`Admissions` directly from its event loop; every
+other path goes to the Flask app (health, readiness, metrics). :class:`AdmissionEndpoints`
+puts the same :class:`Admissions` in front of Flask as WSGI, for Flask's test client.
 """
 
 from __future__ import annotations
@@ -13,9 +20,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -27,52 +36,41 @@ log = logging.getLogger("gpu_shard_webhook.admission")
 
 Readiness = Callable[[], tuple[bool, str]]
 
-
-DRAIN_LIMIT = 64 * 1024 * 1024
-
-
-def _drain(stream: Any, length: int) -> None:
-    """Read and drop an oversized body so the client gets our 413 instead of a reset.
-
-    Closing a socket with unread data makes the kernel send RST, and the client
-    then sees a broken connection rather than the answer. Bodies beyond
-    DRAIN_LIMIT are not worth reading: the connection is closed instead.
-    """
-    if stream is None or length > DRAIN_LIMIT:
-        return
-    remaining = length
-    while remaining > 0:
-        chunk = stream.read(min(remaining, 1 << 16))
-        if not chunk:
-            return
-        remaining -= len(chunk)
+# Error answers are one line and at most this long: a reason a person reads, never the request echoed back.
+MAX_REASON = 512
 
 
-Answer = tuple[int, bytes, str]  # status, body, content type
+@dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
+class Answer:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
 
 
-def _reason(status: int, reason: str) -> Answer:
-    """A one-line plain-text answer (never a traceback, never two lines)."""
-    return status, (reason.replace("\n", " ") + "\n").encode(), "text/plain; charset=utf-8"
+def reason(status: int, text: str) -> Answer:
+    """A one-line plain-text answer (never a traceback, never two lines, never long)."""
+    line = text.replace("\n", " ").replace("\r", " ")
+    if len(line) > MAX_REASON:
+        line = line[: MAX_REASON - 1] + "…"
+    return Answer(status, (line + "\n").encode(), "text/plain; charset=utf-8")
 
 
-def _text(status: int, reason: str) -> Response:
-    code, body, content_type = _reason(status, reason)
-    return Response(body, status=code, content_type=content_type)
+@dataclass
+class Outcome:
+    """What one admission request came to, filled in as it goes and observed once."""
+
+    webhook: str
+    operation: str = "unknown"
+    result: str = "error"
+    review: admission.Request | None = None
+    decision: admission.Decision | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
-class AdmissionEndpoints:
-    """``/mutate`` and ``/validate`` as a bare WSGI layer in front of the Flask app.
+class Admissions:
+    """``/mutate`` and ``/validate`` (and the benchmark's ``/allow``), for any HTTP server in front."""
 
-    These paths see thousands of requests a second, and Flask's per-request
-    machinery (request context, routing, Response objects) cost 136-187 us of the
-    roughly 650 us of CPU an admission takes end to end, more than the decision
-    itself (measured in-process; see bench/RESULTS.md). So they are answered
-    here; health, readiness, metrics and every other path stay in Flask.
-    """
-
-    def __init__(self, flask_wsgi: Callable[..., Any], config: Config, cluster: Cluster, allow_endpoint: bool) -> None:
-        self.flask_wsgi = flask_wsgi
+    def __init__(self, config: Config, cluster: Cluster = NO_CLUSTER, allow_endpoint: bool = False) -> None:
         self.config = config
         self.routes: dict[str, tuple[str, Callable[[admission.Request], admission.Decision]]] = {
             "/mutate": ("mutate", lambda review: admission.mutate(review, config, cluster)),
@@ -81,74 +79,124 @@ class AdmissionEndpoints:
         if allow_endpoint:  # benchmark baseline: the same HTTP, TLS, JSON, log and metrics work, no decision
             self.routes["/allow"] = ("allow", lambda review: admission.Decision(admission.allowed(review.uid), "allowed"))
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        path = environ.get("PATH_INFO", "")
-        route = self.routes.get(path)
-        if route is None:
-            return self.flask_wsgi(environ, start_response)
-        method = environ.get("REQUEST_METHOD", "")
-        if method != "POST":
-            status, body, content_type = _reason(405, f"{method} is not allowed on {path}")
-        else:
-            try:
-                status, body, content_type = self.admit(route[0], route[1], environ)
-            except Exception:  # a bug of ours outside the decision: still an answer, never a dead worker
-                log.exception(json.dumps({"webhook": route[0], "decision": "error"}))
-                status, body, content_type = _reason(500, "internal error; see the webhook's log")
-        start_response(
-            f"{status} {HTTPStatus(status).phrase}",
-            [("Content-Type", content_type), ("Content-Length", str(len(body)))],
-        )
-        return [body]
+    def handles(self, path: str) -> bool:
+        return path in self.routes
 
-    def _read_body(self, webhook: str, environ: dict[str, Any]) -> bytes | Answer:
-        limit = self.config.body_limit
-        stream = environ.get("wsgi.input")
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or -1)
-        except ValueError:
-            return _reason(400, "Content-Length is not a number")
-        if length > limit:
-            _drain(stream, length)
-            metrics.ADMISSIONS.labels(webhook, "unknown", "too_large").inc()
-            log.warning(json.dumps({"webhook": webhook, "decision": "too_large", "bytes": length}))
-            return _reason(413, f"request body of {length} bytes is above the limit of {limit} bytes")
-        try:
-            body = stream.read(length if length >= 0 else limit + 1) if stream is not None else b""
-        except (OSError, ValueError):  # the I/O deadline fired, or the client went away
-            body = b""
-        if length < 0 and len(body) > limit:
-            return _reason(413, f"request body above the limit of {limit} bytes")
-        if length > 0 and len(body) < length:
-            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
-            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": "incomplete body"}))
-            return _reason(400, f"request body ended after {len(body)} of {length} bytes (client stalled or disconnected)")
-        return bytes(body)
-
-    def admit(self, webhook: str, decide: Callable[[admission.Request], admission.Decision], environ: dict[str, Any]) -> Answer:
+    def answer(self, path: str, method: str, body: bytes | None, declared_length: int | None) -> Answer:
+        """The answer to one request. ``body`` None: it was not read (over the limit, or it stalled)."""
+        webhook, decide = self.routes[path]
+        outcome = Outcome(webhook)
         started = time.perf_counter()
-        body = self._read_body(webhook, environ)
-        if isinstance(body, tuple):
-            return body
+        try:
+            answer = self._answer(outcome, decide, method, body, declared_length)
+        except Exception:  # a bug of ours: still an answer, never a dead worker
+            outcome.result = "error"
+            log.exception(json.dumps({"webhook": webhook, "uid": outcome.review.uid if outcome.review else None, "decision": "error"}))
+            uid = outcome.review.uid if outcome.review else "the request"
+            answer = reason(500, f"internal error answering {uid}; see the webhook's log")
+        self.observe(outcome, time.perf_counter() - started)
+        return answer
+
+    def _answer(
+        self,
+        outcome: Outcome,
+        decide: Callable[[admission.Request], admission.Decision],
+        method: str,
+        body: bytes | None,
+        declared_length: int | None,
+    ) -> Answer:
+        limit = self.config.body_limit
+        if method != "POST":
+            outcome.result = "bad_method"
+            return reason(405, f"{method} is not allowed; the webhook answers POST")
+        if body is None or (declared_length is not None and declared_length > limit):
+            outcome.result = "too_large"
+            outcome.detail["bytes"] = declared_length
+            return reason(413, f"request body above the limit of {limit} bytes")
+        if declared_length is not None and len(body) < declared_length:
+            outcome.result = "bad_request"
+            outcome.detail["reason"] = "incomplete body"
+            return reason(400, f"request body ended after {len(body)} of {declared_length} bytes (client stalled or disconnected)")
         try:
             review = admission.decode(body)
-        except admission.MalformedRequest as error:
-            metrics.ADMISSIONS.labels(webhook, "unknown", "bad_request").inc()
-            log.warning(json.dumps({"webhook": webhook, "decision": "bad_request", "reason": str(error)}))
-            return _reason(400, f"bad AdmissionReview: {error}")
-        try:
+            outcome.review, outcome.operation = review, review.operation
             decision = decide(review)
         except admission.MalformedRequest as error:
-            metrics.ADMISSIONS.labels(webhook, review.operation, "bad_request").inc()
-            log.warning(json.dumps({"webhook": webhook, "uid": review.uid, "decision": "bad_request", "reason": str(error)}))
-            return _reason(400, f"bad AdmissionReview: {error}")
-        except Exception:
-            metrics.ADMISSIONS.labels(webhook, review.operation, "error").inc()
-            log.exception(json.dumps({"webhook": webhook, "uid": review.uid, "decision": "error"}))
-            return _reason(500, f"internal error answering {review.uid}; see the webhook's log")
-        payload = admission.encode(decision.response)
-        _record(webhook, review, decision, time.perf_counter() - started)
-        return 200, payload, "application/json"
+            outcome.result = "bad_request"
+            outcome.detail["reason"] = str(error)[:200]
+            return reason(400, f"bad AdmissionReview: {error}")
+        except RecursionError:
+            outcome.result = "bad_request"
+            outcome.detail["reason"] = "nested too deep"
+            return reason(400, "bad AdmissionReview: the object nests deeper than any Pod does")
+        outcome.decision, outcome.result = decision, decision.result
+        return Answer(200, admission.encode(decision.response))
+
+    def observe(self, outcome: Outcome, elapsed: float) -> None:
+        """Every exit, once: request count by result, latency, rejections, sharded pods, claim lookups, one log line."""
+        metrics.child(metrics.ADMISSIONS, outcome.webhook, outcome.operation, outcome.result).inc()
+        metrics.child(metrics.LATENCY, outcome.webhook).observe(elapsed)
+        decision, review = outcome.decision, outcome.review
+        line: dict[str, Any] = {"webhook": outcome.webhook, "decision": outcome.result, "durationMs": round(elapsed * 1000, 3)}
+        if review is not None:
+            line |= {
+                "uid": review.uid,
+                "namespace": review.namespace,
+                "kind": review.kind,
+                "name": admission.object_name(review),
+                "operation": review.operation,
+                "dryRun": review.dry_run,
+            }
+        if decision is not None:
+            for violation in decision.violations:
+                metrics.REJECTIONS.labels(violation.code).inc()
+            gpus = decision.gpus
+            if decision.result == "patched" and decision.report is not None:
+                metrics.child(metrics.SHARDED, "unknown" if gpus is None else str(gpus)).inc()
+            if decision.claim_lookup != "none":
+                metrics.CLAIM_LOOKUPS.labels(outcome.webhook, decision.claim_lookup).inc()
+            line |= {"codes": [v.code for v in decision.violations], "gpus": gpus}
+        line |= outcome.detail
+        if outcome.result in ("allowed", "patched", "denied"):
+            if log.isEnabledFor(logging.INFO):
+                log.info(orjson.dumps(line).decode())
+        elif outcome.result != "error":  # errors were logged with their traceback
+            log.warning(orjson.dumps(line).decode())
+
+
+class AdmissionEndpoints:
+    """:class:`Admissions` as a WSGI layer in front of the Flask app (Flask's test client, the fuzz tier)."""
+
+    def __init__(self, flask_wsgi: Callable[..., Any], admissions: Admissions) -> None:
+        self.flask_wsgi = flask_wsgi
+        self.admissions = admissions
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if not self.admissions.handles(path):
+            return self.flask_wsgi(environ, start_response)
+        try:
+            declared = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            declared = -1
+        limit = self.admissions.config.body_limit
+        body: bytes | None = None
+        if declared <= limit:
+            stream = environ.get("wsgi.input")
+            body = stream.read(declared if declared >= 0 else limit + 1) if stream is not None else b""
+            if len(body) > limit:
+                body = None
+        answer = self.admissions.answer(path, environ.get("REQUEST_METHOD", ""), body, declared if declared >= 0 else None)
+        start_response(
+            f"{answer.status} {HTTPStatus(answer.status).phrase}",
+            [("Content-Type", answer.content_type), ("Content-Length", str(len(answer.body)))],
+        )
+        return [answer.body]
+
+
+def _text(status: int, text: str) -> Response:
+    answer = reason(status, text)
+    return Response(answer.body, status=answer.status, content_type=answer.content_type)
 
 
 def create_app(
@@ -157,8 +205,12 @@ def create_app(
     cluster: Cluster = NO_CLUSTER,
     allow_endpoint: bool = False,
 ) -> Flask:
+    """The Flask app (health, readiness, metrics, every unknown path), with :class:`Admissions`
+    in front as WSGI; ``app.admissions`` is the same object for :mod:`webhook.edge`."""
     app = Flask("gpu_shard_webhook")
-    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, config, cluster, allow_endpoint)  # type: ignore[method-assign]
+    admissions = Admissions(config, cluster, allow_endpoint)
+    app.admissions = admissions  # type: ignore[attr-defined]
+    app.wsgi_app = AdmissionEndpoints(app.wsgi_app, admissions)  # type: ignore[method-assign]
 
     @app.get("/healthz")
     def healthz() -> Response:
@@ -166,8 +218,8 @@ def create_app(
 
     @app.get("/readyz")
     def readyz() -> Response:
-        ready, reason = readiness() if readiness else (True, "ready")
-        return _text(200 if ready else 503, reason)
+        ready, why = readiness() if readiness else (True, "ready")
+        return _text(200 if ready else 503, why)
 
     @app.get("/metrics")
     def metrics_endpoint() -> Response:
@@ -177,41 +229,15 @@ def create_app(
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
         reasons = {
-            404: f"no such path {request.path}; the webhook serves /mutate, /validate, /healthz, /readyz, /metrics",
-            405: f"{request.method} is not allowed on {request.path}",
+            404: f"no such path {request.path[:100]}; the webhook serves /mutate, /validate, /healthz, /readyz, /metrics",
+            405: f"{request.method} is not allowed on {request.path[:100]}",
         }
         code = error.code or 500
-        return _text(code, reasons.get(code, error.description or error.name))
+        return _text(code, reasons.get(code, error.name))
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Response:
-        log.exception(json.dumps({"path": request.path, "decision": "error"}))
+        log.exception(json.dumps({"path": request.path[:100], "decision": "error"}))
         return _text(500, "internal error; see the webhook's log")
 
     return app
-
-
-def _record(webhook: str, review: admission.Request, decision: admission.Decision, elapsed: float) -> None:
-    metrics.ADMISSIONS.labels(webhook, review.operation, decision.result).inc()
-    metrics.LATENCY.labels(webhook).observe(elapsed)
-    for violation in decision.violations:
-        metrics.REJECTIONS.labels(violation.code).inc()
-    gpus = decision.gpus
-    if decision.result == "patched" and decision.report is not None:
-        metrics.SHARDED.labels("unknown" if gpus is None else str(gpus)).inc()
-    if decision.claim_lookup != "none":
-        metrics.CLAIM_LOOKUPS.labels(webhook, decision.claim_lookup).inc()
-    line: dict[str, Any] = {
-        "webhook": webhook,
-        "uid": review.uid,
-        "namespace": review.namespace,
-        "kind": review.kind,
-        "name": admission.object_name(review),
-        "operation": review.operation,
-        "dryRun": review.dry_run,
-        "decision": decision.result,
-        "codes": [v.code for v in decision.violations],
-        "gpus": gpus,
-        "durationMs": round(elapsed * 1000, 3),
-    }
-    log.info(json.dumps(line, separators=(",", ":")))

@@ -1,35 +1,30 @@
-"""gunicorn wiring: TLS from a :class:`CertWatcher`, gthread workers, graceful shutdown.
+"""gunicorn wiring: the event-loop workers of :mod:`webhook.edge`, readiness, logging.
 
-Why these defaults (all overridable from ``serve``'s flags):
+gunicorn stays the process manager (workers, respawn, SIGHUP reload, SIGTERM drain);
+the HTTP work is :class:`webhook.edge.EdgeWorker`'s. Why these defaults (all
+overridable from ``serve``'s flags):
 
-* ``gthread`` workers: sync workers close the connection after each request,
-  but the API server keeps connections to webhooks alive and reuses them; the
-  TLS handshake would otherwise dominate each admission.
-* ``keepalive`` 95 s: the API server's HTTP client drops idle connections after
-  90 s. Keeping ours open a little longer means the client, not the server,
-  closes an idle connection, so it never writes a request into a socket the
-  server is closing at that moment.
-* 4 workers x 2 threads on 2 cores: admissions are CPU-bound Python, so one
-  worker process uses at most one core whatever its threads. A kept-alive
-  connection stays with the worker that accepted it, and which worker accepts
-  is a race: with 2 workers, a pool of 8 connections often landed on one, and
-  throughput halved (about 1,100 instead of 2,700 admissions/s in 2 of 5 runs).
-  With 4 workers two busy ones are enough to fill both cores; measured 2,800 to
-  3,300/s in 5 of 5 runs (bench/RESULTS.md), for about 37 MiB per worker.
-* ``graceful_timeout`` 25 s: under the pod's 30 s termination grace period, so
-  in-flight admissions finish after SIGTERM before the kubelet kills the pod.
-* ``io_timeout`` 10 s per blocking read or write (see ``certs.DeadlineSSLSocket``):
-  a client that stalls mid-handshake or mid-request loses its thread after 10 s
-  instead of holding it for ever. The API server sends a whole request at once.
+* 2 workers on 2 cores: admissions are CPU-bound Python, and one event-loop worker
+  keeps one core busy however many connections it holds, so more workers than cores
+  only add memory (about 40 MiB each) and watches. The edge spreads connections across
+  workers itself (bench/RESULTS.md, *Worker model*).
+* ``keepalive`` 95 s: the API server's HTTP client drops idle connections after 90 s;
+  keeping ours open a little longer means the client, not the server, closes an idle
+  connection, so it never writes a request into a socket the server is closing.
+* ``graceful_timeout`` 25 s: under the pod's 30 s termination grace period, so in-flight
+  admissions finish after SIGTERM before the kubelet kills the pod.
+* the phase timeouts (:class:`webhook.edge.Limits`): the API server sends a whole
+  request at once and its own webhook timeout is at most 30 s (``timeoutSeconds``, 5 s
+  in the shipped configurations), so 5 s for a TLS handshake or a request's headers and
+  10 s for its body cost a legitimate client nothing and a stalled one its connection.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +32,7 @@ from gunicorn.app.base import BaseApplication
 
 from webhook.certs import TLS_CERT, TLS_KEY, CertWatcher
 from webhook.config import Config
+from webhook.edge import Application, Limits
 from webhook.review import review_pod
 
 
@@ -44,12 +40,10 @@ from webhook.review import review_pod
 class ServeOptions:
     host: str = "0.0.0.0"
     port: int = 8443
-    workers: int = 4
-    threads: int = 2
-    keepalive: int = 95
+    workers: int = 2
     timeout: int = 30
-    graceful_timeout: int = 25
     log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
 
 
 def canary_pod(config: Config) -> tuple[dict[str, Any], int]:
@@ -85,51 +79,28 @@ def readiness(watcher: CertWatcher, config: Config) -> Callable[[], tuple[bool, 
     return check
 
 
-# gunicorn's gthread worker gives each new connection a pool thread that waits up to
-# 5 s for its first byte before parking it in the event loop. A client that connects
-# and sends nothing therefore holds a thread for 5 s, and a couple of them stall a
-# 2-thread worker (seen in the fault tier). A real client's TLS ClientHello arrives
-# within milliseconds of the connect, so half a second is plenty.
-FIRST_BYTE_WAIT = 0.5
-
-
-def limit_first_byte_wait() -> None:
-    from gunicorn.workers import gthread
-
-    if hasattr(gthread, "DEFAULT_WORKER_DATA_TIMEOUT"):
-        gthread.DEFAULT_WORKER_DATA_TIMEOUT = min(gthread.DEFAULT_WORKER_DATA_TIMEOUT, FIRST_BYTE_WAIT)
-
-
 class WebhookServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn with the Flask app built once in the master (preload) and forked."""
+    """gunicorn with the application built once in the master (preload) and forked."""
 
-    def __init__(self, app: Any, watcher: CertWatcher, options: ServeOptions, hooks: dict[str, Any] | None = None) -> None:
-        limit_first_byte_wait()  # in the master, before the workers fork
-        self.application = app
-        self.watcher = watcher
+    def __init__(self, application: Application, options: ServeOptions, hooks: dict[str, Any] | None = None) -> None:
+        self.application = application
         self.options = options
         self.hooks = hooks or {}
         super().__init__()
 
     def load_config(self) -> None:
         options = self.options
-        watcher = self.watcher
-
-        def ssl_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-            return watcher.context()
-
         settings: dict[str, Any] = {
             "bind": [f"{options.host}:{options.port}"],
             "workers": options.workers,
-            "threads": options.threads,
-            "worker_class": "gthread",
-            "keepalive": options.keepalive,
+            "worker_class": "webhook.edge.EdgeWorker",
+            "keepalive": int(options.limits.keepalive),
             "timeout": options.timeout,
-            "graceful_timeout": options.graceful_timeout,
-            "certfile": str(watcher.cert_path),
-            "keyfile": str(watcher.key_path),
-            "ssl_context": ssl_context,
+            "graceful_timeout": int(options.limits.graceful_timeout),
             "preload_app": True,
+            # The edge does TLS itself; these only make gunicorn say https in its log.
+            "certfile": str(self.application.certificates.cert_path),
+            "keyfile": str(self.application.certificates.key_path),
             "accesslog": None,
             "errorlog": "-",
             "loglevel": options.log_level,
@@ -148,8 +119,8 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def cert_watcher(cert_dir: Path, io_timeout: float = 10.0) -> CertWatcher:
-    watcher = CertWatcher(cert_dir / TLS_CERT, cert_dir / TLS_KEY, io_timeout)
+def cert_watcher(cert_dir: Path) -> CertWatcher:
+    watcher = CertWatcher(cert_dir / TLS_CERT, cert_dir / TLS_KEY)
     watcher.context()  # fail at start, not at the first handshake
     return watcher
 

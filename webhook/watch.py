@@ -42,6 +42,8 @@ from webhook.objects import as_dict
 log = logging.getLogger("gpu_shard_webhook.watch")
 
 DRA_VERSION = "v1"
+# What --dra watches; manifests/base/rbac.yaml grants get/list/watch on exactly these (tests hold the two together).
+DRA_RESOURCES = ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")
 
 
 def load_api_client(kubeconfig: Path | None) -> Any:
@@ -272,12 +274,14 @@ class ClusterWatch:
             def template_requests(obj: dict[str, Any]) -> tuple[DeviceRequest, ...]:
                 return device_requests(as_dict(as_dict(obj.get("spec")).get("spec")))
 
-            for plural, transform in (
-                ("resourceclaimtemplates", _namespaced(template_requests)),
-                ("resourceclaims", _namespaced(claim_requests)),
-                ("deviceclasses", _class_entry),
-                ("resourceslices", _slice_entry),
-            ):
+            transforms = {
+                "resourceclaimtemplates": _namespaced(template_requests),
+                "resourceclaims": _namespaced(claim_requests),
+                "deviceclasses": _class_entry,
+                "resourceslices": _slice_entry,
+            }
+            for plural in DRA_RESOURCES:
+                transform = transforms[plural]
                 self.watches[plural] = ListWatch(plural, lister(plural), transform, watch_timeout, max_backoff, self._rebuild_claims)
 
     def start(self) -> None:
@@ -297,10 +301,7 @@ class ClusterWatch:
 
     def _rebuild_claims(self) -> None:
         with self._lock:
-            parts = {
-                name: self.watches[name].snapshot()
-                for name in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")
-            }
+            parts = {name: self.watches[name].snapshot() for name in DRA_RESOURCES}
             self._claims = ClaimObjects(
                 templates=parts["resourceclaimtemplates"].items,
                 claims=parts["resourceclaims"].items,

@@ -1,0 +1,3 @@
+module gpu-shard-webhook/bench/reference
+
+go 1.22
