@@ -116,6 +116,8 @@ def test_sigterm_under_load_finishes_in_flight_and_exits_in_grace(tmp_path: Path
     assert tally.refused > 0, "after SIGTERM the server stops accepting"
     assert server.process.returncode == 0
     assert exited <= grace + 5, "the server exits within its grace period (plus the arbiter's shutdown)"
+    logged = server.log().count('"webhook":"mutate"')
+    assert logged >= tally.ok, f"{tally.ok} answered, {logged} logged: the batched log lines are written at exit"
 
 
 def test_slow_and_idle_clients_do_not_starve_the_workers(tmp_path: Path, figures: list[tuple[str, dict[str, Any]]]) -> None:

@@ -177,6 +177,11 @@ def malformed_pods(draw: st.DrawFn) -> dict[str, Any]:
 ALLOWED = ("/spec/containers/", "/spec/tolerations", "/spec/affinity", "/metadata/annotations")
 
 
+def _valid_containers(pod: dict[str, Any]) -> bool:
+    containers = pod["spec"]["containers"]
+    return all(isinstance(c, dict) for c in containers) and len({c.get("name") for c in containers}) == len(containers)
+
+
 def check_core_invariants(pod: dict[str, Any], config: Config) -> None:
     original = copy.deepcopy(pod)
     review = review_pod(pod, config, CLUSTER)
@@ -192,8 +197,8 @@ def check_core_invariants(pod: dict[str, Any], config: Config) -> None:
             assert review.plan is not None and index == review.plan.index
     if review.plan is None:
         assert review.patch == [], "without a plan nothing changes"
-    elif review.allowed and len({c.get("name") for c in pod["spec"]["containers"]}) == len(pod["spec"]["containers"]):
-        # (the API server refuses duplicate container names after admission; the status names one)
+    elif review.allowed and _valid_containers(pod):
+        # (the API server refuses duplicate container names and non-object containers after admission)
         event("admitted with a plan: status checked against the process")
         status = check_status_is_what_runs(original, review.pod)
         assert json.loads(review.pod["metadata"]["annotations"]["gpu-shard.io/status"]) == status

@@ -9,6 +9,7 @@ import copy
 import http.client
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import requests
 
 from tests.cases import CASES, Case, by_name, container, pod
 from tests.expectations import check_admitted_pod
-from tests.harness import RunningServer, admission_review, decoded_patch, running_server
+from tests.harness import RunningServer, admission_review, decoded_patch, eventually, running_server
 
 pytestmark = pytest.mark.server
 
@@ -195,19 +196,31 @@ def test_health_readiness_and_metrics(server: RunningServer) -> None:
     bad = pod(container(args=["-m", "/m.gguf", "-ts", "1,1,1"], gpus="2"))
     post(server, "/validate", admission_review(bad))
     post(server, "/mutate", admission_review(by_name("plan test 3: 4-GPU 70B").fresh_pod()))
-    text = requests.get(server.url + "/metrics", verify=server.ca, timeout=5).text
-    assert 'gpu_shard_rejections_total{code="tensor-split-arity"}' in text
-    assert 'gpu_shard_injected_gpus_total{gpus="4"}' in text
-    assert 'gpu_shard_admissions_total{operation="CREATE",result="denied",webhook="validate"}' in text
-    assert "gpu_shard_admission_duration_seconds_bucket" in text
+    expected = (
+        'gpu_shard_rejections_total{code="tensor-split-arity"}',
+        'gpu_shard_injected_gpus_total{gpus="4"}',
+        'gpu_shard_admissions_total{operation="CREATE",result="denied",webhook="validate"}',
+        'gpu_shard_admission_duration_seconds_bucket{le="+Inf",webhook="mutate"}',
+    )
+
+    def counted() -> bool:  # each worker writes its counts at least every second (webhook.metrics.Tally)
+        text = requests.get(server.url + "/metrics", verify=server.ca, timeout=5).text
+        return all(series in text for series in expected)
+
+    eventually(counted, timeout=5)
 
 
 def test_one_json_log_line_per_admission_without_bodies(server: RunningServer) -> None:
     review = admission_review(pod(container(args=["-m", "/m.gguf"], gpus="2", env=[{"name": "HF_TOKEN", "value": "hunter2-secret"}])))
     post(server, "/mutate", review)
-    lines = [line for line in server.log().splitlines() if review["request"]["uid"] in line]
-    assert len(lines) == 1
-    record = json.loads(lines[0])
+
+    def lines() -> list[str]:
+        return [line for line in server.log().splitlines() if review["request"]["uid"] in line]
+
+    eventually(lambda: bool(lines()), timeout=5)  # lines are written in batches, at least every 0.2 s
+    time.sleep(0.5)
+    assert len(lines()) == 1
+    record = json.loads(lines()[0])
     assert record["decision"] == "patched" and record["namespace"] == "default" and record["gpus"] == 2
     assert "hunter2-secret" not in server.log()
 
@@ -248,8 +261,11 @@ def test_serve_creates_certificates_on_a_fresh_machine(tmp_path: Path) -> None:
     with running_server(tmp_path, cert_dir=cert_dir, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}) as fresh:
         review = admission_review(by_name("plan test 3: 4-GPU 70B").fresh_pod())
         requests.post(fresh.url + "/mutate", data=json.dumps(review), verify=str(cert_dir / "ca.crt"), timeout=5)
-        metrics = requests.get(fresh.url + "/metrics", verify=str(cert_dir / "ca.crt"), timeout=5).text
-        assert 'gpu_shard_injected_gpus_total{gpus="4"} 1.0' in metrics
+
+        def metrics() -> str:
+            return requests.get(fresh.url + "/metrics", verify=str(cert_dir / "ca.crt"), timeout=5).text
+
+        eventually(lambda: 'gpu_shard_injected_gpus_total{gpus="4"} 1.0' in metrics(), timeout=5)
         assert list(metrics_dir.glob("*.db"))
         assert (cert_dir / "ca.crt").exists() and (cert_dir / "tls.key").stat().st_mode & 0o777 == 0o600
         assert "created a development CA" in fresh.log()

@@ -221,7 +221,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from webhook.server import create_app
     from webhook.serving import ServeOptions, WebhookServer, cert_watcher, configure_logging, readiness
 
-    configure_logging(args.log_level)
+    log_handler = configure_logging(args.log_level)
     if ensure_serving_files(args.cert_dir, args.service, args.namespace):
         print(f"created a development CA: {args.cert_dir / CA_CERT} (trust it to call https://localhost:{args.port})", file=sys.stderr)
     watcher = cert_watcher(args.cert_dir)
@@ -241,7 +241,13 @@ def run_serve(args: argparse.Namespace) -> int:
     cluster = NO_CLUSTER
     if watch is not None:
         cluster = Cluster(nodes=watch.nodes if args.cluster_checks else None, claims=watch.claims if args.dra else NO_CLUSTER.claims)
-    app = create_app(config, readiness=readiness(watcher, config), cluster=cluster, allow_endpoint=args.bench_allow_endpoint)
+    app = create_app(
+        config,
+        readiness=readiness(watcher, config),
+        cluster=cluster,
+        allow_endpoint=args.bench_allow_endpoint,
+        info_line=log_handler.write_line,
+    )
     application = Application(
         app.admissions,  # type: ignore[attr-defined]
         app.wsgi_app,

@@ -10,8 +10,8 @@ the option it sets. How a container gets to ``llama-server`` in the first place 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Literal, NamedTuple
 
@@ -54,18 +54,19 @@ SPLIT_MODES = ("none", "layer", "row", "tensor")
 MAX_TENSOR_SPLIT_VALUES = 15  # llama.cpp's LLAMA_MAX_DEVICES-bound parser limit
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OptionSpec:
     """One row of the llama-server option table."""
 
     spellings: tuple[str, ...]
     n_values: int
     env: str | None
+    # Stable identity: the env name when there is one, else the first long spelling.
+    key: str = field(init=False)
 
-    @property
-    def key(self) -> str:
-        """Stable identity: the env name when there is one, else the first long spelling."""
-        return self.env or next((s for s in self.spellings if s.startswith("--")), self.spellings[0])
+    def __post_init__(self) -> None:
+        key = self.env or next((s for s in self.spellings if s.startswith("--")), self.spellings[0])
+        object.__setattr__(self, "key", key)  # computed once: read for every option of every admission
 
 
 class OptionTable:
@@ -131,8 +132,11 @@ def parse_options(tokens: Sequence[str], table: OptionTable | None = None) -> li
     Unknown tokens are skipped rather than rejected: llama-server reports those
     itself, and this project only judges the GPU options.
     """
-    table = table or option_table()
-    options: list[Option] = []
+    return [Option(*found) for found in _walk(tokens, table or option_table())]
+
+
+def _walk(tokens: Sequence[str], table: OptionTable) -> Iterator[tuple[str, str, tuple[str, ...], bool, bool]]:
+    """:func:`parse_options` as plain tuples (key, spelling, values, inline, complete): read_settings's hot path."""
     index = 0
     count = len(tokens)
     while index < count:
@@ -142,17 +146,17 @@ def parse_options(tokens: Sequence[str], table: OptionTable | None = None) -> li
             continue
         spec = table.lookup(token)
         if spec is not None:
-            values = tuple(tokens[index : index + spec.n_values])
-            index += spec.n_values
-            options.append(Option(spec.key, token, values, inline=False, complete=len(values) == spec.n_values))
+            n_values = spec.n_values
+            values = tuple(tokens[index : index + n_values])
+            index += n_values
+            yield spec.key, token, values, False, len(values) == n_values
             continue
         name, equals, value = token.partition("=")
         spec = table.lookup(name) if equals else None
         if spec is not None:
             if isinstance(token, Opaque):  # the value part is what the kubelet fills in
                 value = Opaque(value, token.source)
-            options.append(Option(spec.key, name, (value,), inline=True))
-    return options
+            yield spec.key, name, (value,), True, True
 
 
 class Setting(NamedTuple):
@@ -192,13 +196,17 @@ def read_settings(option_tokens: Sequence[str], environment: Environment, table:
     argv: dict[str, Setting] = {}
     inline: list[Setting] = []
     incomplete: list[Setting] = []
-    for option in parse_options(option_tokens, table):
-        setting = _setting(option.key, option.values[0] if option.values else None, "args", option.spelling, option.inline)
-        if not option.complete:
+    for key, spelling, values, is_inline, complete in _walk(option_tokens, table):
+        value = values[0] if values else None
+        if isinstance(value, Opaque):
+            setting = Setting(key, None, "args", spelling, is_inline, value.source)
+        else:
+            setting = Setting(key, value, "args", spelling, is_inline)
+        if not complete:
             incomplete.append(setting)
             continue
-        argv[option.key] = setting
-        if option.inline:
+        argv[key] = setting
+        if is_inline:
             inline.append(setting)
     by_env = table.env_names()
     from_env: dict[str, Setting] = {}

@@ -5,11 +5,22 @@ gunicorn each worker is a process, so ``serve`` sets PROMETHEUS_MULTIPROC_DIR
 before anything imports prometheus_client and ``/metrics`` aggregates every
 worker's files; without it (tests, a single process) the default registry is
 served.
+
+The per-admission updates go through :data:`TALLY`: in multiprocess mode every
+``inc()`` takes a lock, checks the pid and writes the memory-mapped file, and the
+four of them an admission made cost more server CPU than its JSON (bench/RESULTS.md,
+*Log lines and metrics*). The tally adds them up in memory and writes them every
+:data:`FLUSH_INTERVAL` seconds, before this process answers ``/metrics``, and when
+it exits; a scrape may miss at most the last second of another worker's admissions,
+and a SIGKILLed worker loses at most that.
 """
 
 from __future__ import annotations
 
+import atexit
+import bisect
 import os
+import threading
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
@@ -48,20 +59,81 @@ CLAIM_LOOKUPS = Counter(
 )
 
 
-_CHILDREN: dict[tuple[Any, ...], Any] = {}
+FLUSH_INTERVAL = 1.0
 
 
-def child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, remembered: labels() takes a lock and builds a key on every call."""
-    key = (id(metric), *labels)
-    found = _CHILDREN.get(key)
-    if found is None:
-        found = _CHILDREN[key] = metric.labels(*labels)
-    return found
+class Tally:
+    """Counter increments and histogram observations added up here, written to prometheus_client in batches."""
+
+    def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._observations: dict[tuple[Any, tuple[str, ...]], list[float]] = {}  # per bucket counts, then the sum
+        self._flusher: threading.Thread | None = None  # a thread: a forked child starts its own
+
+    def inc(self, counter: Any, *labels: str) -> None:
+        key = (counter, labels)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+        if self._flusher is None:
+            self._start_flusher()
+
+    def observe(self, histogram: Any, value: float, *labels: str) -> None:
+        key = (histogram, labels)
+        with self._lock:
+            found = self._observations.get(key)
+            if found is None:
+                found = self._observations[key] = [0.0] * (len(histogram._upper_bounds) + 1)
+            found[bisect.bisect_left(histogram._upper_bounds, value)] += 1
+            found[-1] += value
+        if self._flusher is None:
+            self._start_flusher()
+
+    def flush(self) -> None:
+        """Write what was added up since the last flush."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            observations, self._observations = self._observations, {}
+        for (counter, labels), amount in counts.items():
+            (counter.labels(*labels) if labels else counter).inc(amount)
+        for (histogram, labels), tallies in observations.items():
+            observed = histogram.labels(*labels) if labels else histogram
+            # Histogram.observe(value) is _sum.inc(value) and one bucket's inc(1); these are n of them at once.
+            # tests/test_monitoring.py checks the result against observe() one by one.
+            observed._sum.inc(tallies[-1])
+            for bucket, count in zip(observed._buckets, tallies[:-1], strict=True):
+                if count:
+                    bucket.inc(count)
+
+    def _start_flusher(self) -> None:
+        with self._lock:
+            if self._flusher is not None:
+                return
+            self._flusher = threading.Thread(target=self._flush_periodically, name="metrics-flusher", daemon=True)
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        me = threading.current_thread()
+        wait = threading.Event().wait
+        while not wait(self.interval) and self._flusher is me:
+            self.flush()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: what the parent added up is the parent's to write, and its flusher did not survive."""
+        self._lock = threading.Lock()
+        self._counts, self._observations = {}, {}
+        self._flusher = None
+
+
+TALLY = Tally()
+atexit.register(TALLY.flush)
+os.register_at_fork(after_in_child=TALLY.forget_after_fork)
 
 
 def exposition() -> tuple[bytes, str]:
     """The text format body and its content type."""
+    TALLY.flush()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

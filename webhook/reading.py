@@ -64,14 +64,8 @@ class GpuAsk:
     claims: ClaimGpus = field(default_factory=ClaimGpus)
     lookalikes: tuple[str, ...] = ()  # GPU-looking resources the configuration does not count
     mig: bool = False
-
-    @property
-    def limit(self) -> int | None:
-        return parse_quantity(self.limit_raw)
-
-    @property
-    def request(self) -> int | None:
-        return parse_quantity(self.request_raw)
+    limit: int | None = None  # limit_raw and request_raw parsed (None: unset, or not a whole count)
+    request: int | None = None
 
     @property
     def from_limits(self) -> int | None:
@@ -159,13 +153,17 @@ def _gpu_ask(container: Mapping[str, Any], spec: Mapping[str, Any], namespace: s
     claim_gpus = (
         container_claim_gpus(spec, container, namespace, claims, config.gpu_device_classes) if resources.get("claims") else ClaimGpus()
     )
+    limit_raw = limits.get(resource) if resource else None
+    request_raw = requests.get(resource) if resource else None
     return GpuAsk(
         resource,
-        limits.get(resource) if resource else None,
-        requests.get(resource) if resource else None,
+        limit_raw,
+        request_raw,
         claim_gpus,
         (*lookalikes, *claim_gpus.lookalikes),
         any(n.startswith(MIG_PREFIX) for n in names),
+        parse_quantity(limit_raw),
+        parse_quantity(request_raw),
     )
 
 

@@ -55,7 +55,7 @@ def reason(status: int, text: str) -> Answer:
     return Answer(status, (line + "\n").encode(), "text/plain; charset=utf-8")
 
 
-@dataclass
+@dataclass(slots=True)  # built per request
 class Outcome:
     """What one admission request came to, filled in as it goes and observed once."""
 
@@ -70,8 +70,13 @@ class Outcome:
 class Admissions:
     """``/mutate`` and ``/validate`` (and the benchmark's ``/allow``), for any HTTP server in front."""
 
-    def __init__(self, config: Config, cluster: Cluster = NO_CLUSTER, allow_endpoint: bool = False) -> None:
+    def __init__(
+        self, config: Config, cluster: Cluster = NO_CLUSTER, allow_endpoint: bool = False, info_line: Callable[[str], None] | None = None
+    ) -> None:
         self.config = config
+        # Where an admission's info line goes: the logger, or (serve) straight into its batching
+        # handler, which skips building a LogRecord the format would throw away.
+        self.info_line = info_line or log.info
         self.routes: dict[str, tuple[str, Callable[[admission.Request], admission.Decision]]] = {
             "/mutate": ("mutate", lambda review: admission.mutate(review, config, cluster)),
             "/validate": ("validate", lambda review: admission.validate(review, config, cluster)),
@@ -134,8 +139,9 @@ class Admissions:
 
     def observe(self, outcome: Outcome, elapsed: float) -> None:
         """Every exit, once: request count by result, latency, rejections, sharded pods, claim lookups, one log line."""
-        metrics.child(metrics.ADMISSIONS, outcome.webhook, outcome.operation, outcome.result).inc()
-        metrics.child(metrics.LATENCY, outcome.webhook).observe(elapsed)
+        tally = metrics.TALLY
+        tally.inc(metrics.ADMISSIONS, outcome.webhook, outcome.operation, outcome.result)
+        tally.observe(metrics.LATENCY, elapsed, outcome.webhook)
         decision, review = outcome.decision, outcome.review
         line: dict[str, Any] = {"webhook": outcome.webhook, "decision": outcome.result, "durationMs": round(elapsed * 1000, 3)}
         if review is not None:
@@ -149,17 +155,17 @@ class Admissions:
             }
         if decision is not None:
             for violation in decision.violations:
-                metrics.REJECTIONS.labels(violation.code).inc()
+                tally.inc(metrics.REJECTIONS, violation.code)
             gpus = decision.gpus
             if decision.result == "patched" and decision.report is not None:
-                metrics.child(metrics.SHARDED, "unknown" if gpus is None else str(gpus)).inc()
+                tally.inc(metrics.SHARDED, "unknown" if gpus is None else str(gpus))
             if decision.claim_lookup != "none":
-                metrics.CLAIM_LOOKUPS.labels(outcome.webhook, decision.claim_lookup).inc()
+                tally.inc(metrics.CLAIM_LOOKUPS, outcome.webhook, decision.claim_lookup)
             line |= {"codes": [v.code for v in decision.violations], "gpus": gpus}
         line |= outcome.detail
         if outcome.result in ("allowed", "patched", "denied"):
             if log.isEnabledFor(logging.INFO):
-                log.info(orjson.dumps(line).decode())
+                self.info_line(orjson.dumps(line).decode())
         elif outcome.result != "error":  # errors were logged with their traceback
             log.warning(orjson.dumps(line).decode())
 
@@ -204,11 +210,12 @@ def create_app(
     readiness: Readiness | None = None,
     cluster: Cluster = NO_CLUSTER,
     allow_endpoint: bool = False,
+    info_line: Callable[[str], None] | None = None,
 ) -> Flask:
     """The Flask app (health, readiness, metrics, every unknown path), with :class:`Admissions`
     in front as WSGI; ``app.admissions`` is the same object for :mod:`webhook.edge`."""
     app = Flask("gpu_shard_webhook")
-    admissions = Admissions(config, cluster, allow_endpoint)
+    admissions = Admissions(config, cluster, allow_endpoint, info_line)
     app.admissions = admissions  # type: ignore[attr-defined]
     app.wsgi_app = AdmissionEndpoints(app.wsgi_app, admissions)  # type: ignore[method-assign]
 
