@@ -7,6 +7,11 @@ one-line reason; never a 5xx or a traceback; a patch always applies to the objec
 it came with; and the mutated pod is judged exactly as the original was (so a
 mutated pod passes validation unless the input was already invalid).
 
+Hostile reviews (:func:`hostile_reviews`) put one attack anywhere in a valid review:
+nesting up to 5,000 deep, a string of up to 512 KiB, or a value of the wrong type.
+Their answers are 200 or 400/413 as for any input, an error body is at most 1 KiB, and
+no answer (error body, denial message, warning) quotes the huge string back.
+
 The suite runs a short fuzz; the long run is a documented command:
     GSW_FUZZ_EXAMPLES=100000 python -m pytest tests/test_fuzz.py -q
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import itertools
 import json
 import os
 from typing import Any
@@ -129,3 +135,143 @@ def test_admission_reviews_with_mutated_fields(obj: dict[str, Any], tweaks: dict
 def report_counts(figures: list[tuple[str, dict[str, Any]]]) -> Any:
     yield
     figures.append(("fuzz of /mutate and /validate", dict(COUNTS)))
+
+
+# --- hostile reviews: deep nesting, huge strings, wrong types, anywhere ---------------------
+
+HOSTILE_PATHS: list[tuple[str | int, ...]] = [
+    ("request", "uid"),
+    ("request", "kind"),
+    ("request", "kind", "kind"),
+    ("request", "operation"),
+    ("request", "namespace"),
+    ("request", "name"),
+    ("request", "dryRun"),
+    ("request", "object", "metadata"),
+    ("request", "object", "metadata", "name"),
+    ("request", "object", "metadata", "labels"),
+    ("request", "object", "metadata", "annotations", "gpu-shard.io/gpu-count"),
+    ("request", "object", "metadata", "annotations", "gpu-shard.io/tensor-split"),
+    ("request", "object", "metadata", "annotations", "gpu-shard.io/container"),
+    ("request", "object", "spec"),
+    ("request", "object", "spec", "containers"),
+    ("request", "object", "spec", "containers", 0),
+    ("request", "object", "spec", "containers", 0, "name"),
+    ("request", "object", "spec", "containers", 0, "image"),
+    ("request", "object", "spec", "containers", 0, "command"),
+    ("request", "object", "spec", "containers", 0, "args"),
+    ("request", "object", "spec", "containers", 0, "args", 0),
+    ("request", "object", "spec", "containers", 0, "env"),
+    ("request", "object", "spec", "containers", 0, "env", 0, "value"),
+    ("request", "object", "spec", "containers", 0, "resources"),
+    ("request", "object", "spec", "containers", 0, "resources", "limits"),
+    ("request", "object", "spec", "containers", 0, "resources", "limits", "nvidia.com/gpu"),
+    ("request", "object", "spec", "containers", 0, "resources", "claims"),
+    ("request", "object", "spec", "resourceClaims"),
+    ("request", "object", "spec", "affinity"),
+    ("request", "object", "spec", "affinity", "nodeAffinity"),
+    ("request", "object", "spec", "tolerations"),
+    ("request", "object", "spec", "volumes"),
+    ("request", "oldObject"),
+]
+HUGE_MARK = "Q7"  # a huge string is this repeated: found in an answer, it was echoed
+
+
+def nested(depth: int, in_lists: bool) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value] if in_lists else {"a": value}
+    return value
+
+
+def put(document: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
+    """Set ``path`` in ``document``, making what is missing on the way (a dict, or a list for an index)."""
+    here: Any = document
+    for step, following in itertools.pairwise(path):
+        fresh: Any = [] if isinstance(following, int) else {}
+        if isinstance(here, list):
+            while len(here) <= int(step):
+                here.append(fresh)
+            if not isinstance(here[int(step)], (dict, list)):
+                here[int(step)] = fresh
+            here = here[int(step)]
+        else:
+            if not isinstance(here.get(step), (dict, list)):
+                here[step] = fresh
+            here = here[step]
+    last = path[-1]
+    if isinstance(here, list):
+        while len(here) <= int(last):
+            here.append(None)
+        here[int(last)] = value
+    else:
+        here[last] = value
+
+
+@st.composite
+def hostile_reviews(draw: st.DrawFn) -> tuple[str, dict[str, Any], str]:
+    review = review_of(draw(clean_gpu_pods()))
+    path = draw(st.sampled_from(HOSTILE_PATHS))
+    attack = draw(st.sampled_from(["deep", "huge", "wrong-type"]))
+    if attack == "deep":
+        value = nested(draw(st.sampled_from([64, 500, 900, 1000, 1100, 5000])), draw(st.booleans()))
+    elif attack == "huge":
+        value = HUGE_MARK * (draw(st.sampled_from([8, 64, 256, 512])) * 512)
+    else:
+        value = draw(
+            st.one_of(st.integers(), st.floats(allow_nan=True), st.booleans(), st.none(), st.lists(st.integers(), max_size=3), garbage)
+        )
+    put(review, path, value)
+    return attack, review, "/".join(map(str, path))
+
+
+def encoded(review: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(review, allow_nan=True).encode()
+    except RecursionError:  # the json module stops before 5,000 levels: write the nesting by hand
+        return _encode_deep(review).encode()
+
+
+class _Text(str):
+    """JSON text already written (a bracket, a comma, a key): told apart from a string value by its type."""
+
+
+def _encode_deep(value: Any) -> str:
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Text):
+            parts.append(item)
+        elif isinstance(item, dict):
+            parts.append("{")
+            stack.append(_Text("}"))
+            for index, (key, child) in reversed(list(enumerate(item.items()))):
+                stack.append(child)
+                stack.append(_Text(("," if index else "") + json.dumps(key) + ":"))
+        elif isinstance(item, list):
+            parts.append("[")
+            stack.append(_Text("]"))
+            for index, child in reversed(list(enumerate(item))):
+                stack.append(child)
+                if index:
+                    stack.append(_Text(","))
+        else:
+            parts.append(json.dumps(item, allow_nan=True))
+    return "".join(parts)
+
+
+@FUZZ
+@given(hostile_reviews(), st.sampled_from(["/mutate", "/validate"]))
+def test_hostile_reviews_are_answered_briefly_and_never_echoed(hostile: tuple[str, dict[str, Any], str], path: str) -> None:
+    attack, review, where = hostile
+    status, body = post(path, encoded(review))
+    response = check_answer(status, body)
+    COUNTS[f"hostile {attack}"] = COUNTS.get(f"hostile {attack}", 0) + 1
+    if response is None:
+        assert len(body) <= 1024, (where, len(body))
+        assert HUGE_MARK * 64 not in body.decode(errors="replace"), where
+        return
+    message = response.get("status", {}).get("message", "")
+    assert len(message) <= 8 * 1024 and HUGE_MARK * 256 not in message, (where, len(message))
+    assert all(HUGE_MARK * 64 not in w for w in response.get("warnings", [])), where

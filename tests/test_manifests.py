@@ -180,3 +180,39 @@ def test_dockerfile_is_multi_stage_slim_pinned_and_non_root() -> None:
     assert user.split()[1].split(":")[0].isdigit() and user.split()[1] != "0"
     assert final[-1] == 'ENTRYPOINT ["gpu-shard-webhook", "serve"]'
     assert any("--no-index" in line for line in final), "the final image installs only the built wheels"
+
+
+def with_network_policy(self_signed_dir: Path) -> list[dict[str, Any]]:
+    kustomization = self_signed_dir / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + "components:\n  - ../network-policy\n")
+    return objects(kustomize(self_signed_dir))
+
+
+def test_the_network_policy_component_admits_port_8443_from_outside_the_pod_network(tmp_path: Path) -> None:
+    copy = tmp_path / "manifests"
+    shutil.copytree(ROOT / "manifests", copy, ignore=shutil.ignore_patterns("certs"))
+    subprocess.run(
+        [sys.executable, "-m", "webhook", "certs", "--out", str(copy / "overlays" / "self-signed" / "certs")],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    without = objects(kustomize(copy / "overlays" / "self-signed"))
+    docs = with_network_policy(copy / "overlays" / "self-signed")
+    policy = by_kind(docs, "NetworkPolicy")
+    assert [d for d in docs if d["kind"] != "NetworkPolicy"] == without, "the component adds the policy and changes nothing else"
+    kubernetes_validate.validate(policy, SCHEMA_VERSION, strict=True)
+
+    deployment = by_kind(docs, "Deployment")
+    template = deployment["spec"]["template"]
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= template["metadata"]["labels"].items(), "the policy selects the webhook's pods"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (port,) = [p for c in template["spec"]["containers"] for p in c["ports"] if p["name"] == "https"]
+    rules = policy["spec"]["ingress"]
+    assert rules and all(rule["ports"] == [{"protocol": "TCP", "port": port["containerPort"]}] for rule in rules)
+    api_server = rules[0]["from"][0]["ipBlock"]
+    assert api_server["cidr"] == "0.0.0.0/0" and api_server["except"], "everything but the pod network"
+    service = by_kind(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import jsonpatch
 import pytest
 
-from tests.cases import COUNT_2, NOT_SHARED, two_terms
+from tests.cases import COUNT_2, NOT_SHARED, container, pod, two_terms
 from webhook.config import Config
 from webhook.patch import diff, escape
+from webhook.review import review_pod
 from webhook.scheduling import gpu_node_expressions, tolerates, with_gpu_toleration, with_node_expressions
 
 
@@ -120,3 +122,30 @@ def test_diff_applies_with_jsonpatch(before: dict, after: dict) -> None:
     operations = diff(before, after)
     assert jsonpatch.apply_patch(copy.deepcopy(before), operations) == after
     assert diff(after, after) == []
+
+
+MALFORMED_FIELDS = [
+    pytest.param(("spec", "affinity"), {"nodeAffinity": [["x"]]}, id="nodeAffinity a list"),
+    pytest.param(("spec", "affinity"), "zone-a", id="affinity a string"),
+    pytest.param(("spec", "affinity"), {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": 1}}, id="required a number"),
+    pytest.param(("spec", "tolerations"), {"key": "nvidia.com/gpu"}, id="tolerations an object"),
+    pytest.param(("spec", "containers", 0, "args"), {"-m": "/m.gguf"}, id="args an object"),
+    pytest.param(("metadata", "annotations"), ["gpu-shard.io/gpu-count"], id="annotations a list"),
+]
+
+
+@pytest.mark.parametrize(("path", "value"), MALFORMED_FIELDS)
+def test_a_malformed_field_is_left_for_the_api_server_to_refuse(path: tuple[str | int, ...], value: object) -> None:
+    """The webhook never turns an invalid field into a valid one: the API server's schema check, which
+    runs after mutation, must still see (and refuse) what the user wrote."""
+    admitted = pod(container(args=["-m", "/m.gguf"], gpus="4"))
+    where: Any = admitted
+    for step in path[:-1]:
+        where = where[step]
+    where[path[-1]] = value
+    review = review_pod(copy.deepcopy(admitted), Config())
+    after: Any = review.pod
+    for step in path:
+        after = after[step]
+    assert after == value
+    assert not any(op["path"].startswith("/" + "/".join(map(str, path))) for op in review.patch), review.patch

@@ -20,6 +20,8 @@ import requests
 from tests.cases import CASES, Case, by_name, container, pod
 from tests.expectations import check_admitted_pod
 from tests.harness import RunningServer, admission_review, decoded_patch, eventually, running_server
+from webhook.config import config_from
+from webhook.serving import canary_pod, rules_answer
 
 pytestmark = pytest.mark.server
 
@@ -270,3 +272,28 @@ def test_serve_creates_certificates_on_a_fresh_machine(tmp_path: Path) -> None:
         assert (cert_dir / "ca.crt").exists() and (cert_dir / "tls.key").stat().st_mode & 0o777 == 0o600
         assert "created a development CA" in fresh.log()
         assert requests.get(fresh.url + "/healthz", verify=str(cert_dir / "ca.crt"), timeout=5).status_code == 200
+
+
+READINESS_CONFIGS = [
+    pytest.param({"GSW_MAX_GPUS_PER_NODE": "1"}, id="one GPU per node"),
+    pytest.param({"GSW_GPU_RESOURCES": "amd.com/gpu"}, id="AMD only"),
+    pytest.param({"GSW_GPU_RESOURCES": "gpu.intel.com/xe", "GSW_MAX_GPUS_PER_NODE": "1"}, id="Intel Xe, one per node"),
+    pytest.param({"GSW_PREFIX": "llm.example.com"}, id="another label prefix"),
+]
+
+
+@pytest.mark.parametrize("env", READINESS_CONFIGS)
+def test_readiness_follows_the_configuration(env: dict[str, str]) -> None:
+    """The canary /readyz plans is built from the configuration, so any valid configuration becomes Ready."""
+    config = config_from(env)
+    canary, gpus = canary_pod(config)
+    assert canary["spec"]["containers"][0]["resources"]["limits"] == {config.gpu_resources[0]: str(gpus)}
+    assert 1 <= gpus <= config.max_gpus_per_node
+    assert rules_answer(config), canary
+
+
+@pytest.mark.parametrize("env", READINESS_CONFIGS[:2])
+def test_a_server_with_another_configuration_becomes_ready(env: dict[str, str], tmp_path: Path) -> None:
+    with running_server(tmp_path, env=env) as configured:  # running_server waits for /readyz 200
+        ready = requests.get(configured.url + "/readyz", verify=configured.ca, timeout=5)
+        assert ready.status_code == 200, ready.text

@@ -29,7 +29,7 @@ from webhook.patch import Operation
 from webhook.plan import ClaimLookup
 from webhook.report import Report
 from webhook.review import Review, as_pod, mutate_pod, review_object
-from webhook.violation import Violation
+from webhook.violation import Violation, bounded
 from webhook.workloads import TEMPLATE_PATHS
 
 API_VERSION = "admission.k8s.io/v1"
@@ -200,7 +200,8 @@ def preview_warnings(review: Review, config: Config, subject: str) -> list[str]:
 
 
 def render_denial(kind: str, name: str, violations: Sequence[Violation]) -> str:
-    head = f"gpu-shard-webhook denied {kind} {name or '(unnamed)'}: {len(violations)} problem{'s' if len(violations) != 1 else ''}"
+    shown = bounded(name, 100) if name else "(unnamed)"
+    head = f"gpu-shard-webhook denied {bounded(kind, 100)} {shown}: {len(violations)} problem{'s' if len(violations) != 1 else ''}"
     return "\n".join([head, *(f"- {v.render()}" for v in violations)])
 
 

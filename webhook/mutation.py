@@ -62,7 +62,8 @@ def mutate(reading: PodReading, planning: Planning, config: Config, claims: Clai
     status_key = config.annotation("status")
     report = build_report(plan, reading.target, mutated.target, reading.annotations, status_key)
     metadata = dict(as_dict(pod.get("metadata")))
-    metadata["annotations"] = {**as_dict(metadata.get("annotations")), status_key: report.status()}
+    if _absent_or(metadata.get("annotations"), dict):  # else malformed, as above
+        metadata["annotations"] = {**as_dict(metadata.get("annotations")), status_key: report.status()}
     final = {**pod, "metadata": metadata, "spec": spec}
     return Mutation(final, mutated, report)
 
@@ -72,6 +73,9 @@ def _inject_settings(container: dict[str, Any], plan: ShardingPlan, target: Cont
     missing = [(key, value) for key, value in plan.settings() if present.effective(key) is None]
     if not missing:
         return
+    field = "args" if plan.channel == "args" else "env"
+    if not _absent_or(container.get(field), list):
+        return  # malformed: the API server's to refuse, not ours to rewrite into something valid
     if plan.channel == "args":
         if present.incomplete:
             return  # appended tokens would become the dangling option's value; the rules deny it
@@ -81,9 +85,16 @@ def _inject_settings(container: dict[str, Any], plan: ShardingPlan, target: Cont
         container["env"] = [*as_list(container.get("env")), *({"name": key, "value": value} for key, value in missing)]
 
 
+def _absent_or(value: Any, kind: type) -> bool:
+    return value is None or isinstance(value, kind)
+
+
 def _set_gpu_count(container: dict[str, Any], resource: str, count: int) -> None:
     """The annotation decided N: write it to limits and requests (they must be equal)."""
-    resources = dict(as_dict(container.get("resources")))
+    current = container.get("resources")
+    if not _absent_or(current, dict) or not all(_absent_or(as_dict(current).get(k), dict) for k in ("limits", "requests")):
+        return  # malformed, as above
+    resources = dict(as_dict(current))
     quantity = str(count)
     resources["limits"] = {**as_dict(resources.get("limits")), resource: quantity}
     resources["requests"] = {**as_dict(resources.get("requests")), resource: quantity}

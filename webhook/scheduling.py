@@ -32,7 +32,9 @@ def tolerates(toleration: Any, key: str) -> bool:
 
 
 def with_gpu_toleration(tolerations: Any, key: str | None) -> Any:
-    existing = tolerations if isinstance(tolerations, list) else []
+    if tolerations is not None and not isinstance(tolerations, list):
+        return tolerations  # malformed: the API server's to refuse, not ours to rewrite
+    existing = tolerations or []
     if key is None or any(tolerates(t, key) for t in existing):
         return tolerations
     return [*existing, gpu_toleration(key)]
@@ -74,17 +76,39 @@ def gpu_node_expressions(gpus: int, products: tuple[str, ...], resource: str, cu
     return expressions
 
 
+def _well_formed(affinity: Any) -> bool:
+    """Each level of the path the expressions go into is absent or of its schema type."""
+    if affinity is None:
+        return True
+    if not isinstance(affinity, dict):
+        return False
+    node_affinity = affinity.get("nodeAffinity")
+    if node_affinity is None:
+        return True
+    if not isinstance(node_affinity, dict):
+        return False
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    if required is None:
+        return True
+    if not isinstance(required, dict):
+        return False
+    terms = required.get("nodeSelectorTerms")
+    if terms is None:
+        return True
+    return isinstance(terms, list) and all(isinstance(t, dict) and isinstance(t.get("matchExpressions") or [], list) for t in terms)
+
+
 def with_node_expressions(affinity: Any, expressions: list[dict[str, Any]]) -> Any:
     """``affinity`` with every expression added to every required node-selector term."""
-    if not expressions:
-        return affinity
+    if not expressions or not _well_formed(affinity):
+        return affinity  # a malformed affinity is the API server's to refuse, not ours to rewrite
     result = dict(affinity) if isinstance(affinity, dict) else {}
     node_affinity = dict(result.get("nodeAffinity") or {})
     required = dict(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
-    terms = [t for t in required.get("nodeSelectorTerms") or [] if isinstance(t, dict)] or [{}]
+    terms = list(required.get("nodeSelectorTerms") or []) or [{}]
     new_terms = []
     for term in terms:
-        current = [e for e in term.get("matchExpressions") or []]
+        current = list(term.get("matchExpressions") or [])
         missing = [e for e in expressions if e not in current]
         new_terms.append({**term, "matchExpressions": current + missing} if missing else term)
     if new_terms == (required.get("nodeSelectorTerms") or None):

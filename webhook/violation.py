@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A rendered violation is a line a person reads in kubectl's output; a message that quotes a
+# huge user value (a 64 KiB annotation, say) keeps its start and its fix at the end.
+MAX_RENDERED = 400
+
+
+def bounded(text: str, limit: int = MAX_RENDERED) -> str:
+    if len(text) <= limit:
+        return text
+    tail = limit // 3
+    return text[: limit - tail - 3] + " … " + text[-tail:]
+
 
 @dataclass(frozen=True)
 class Violation:
@@ -17,7 +28,7 @@ class Violation:
     field: str
 
     def render(self) -> str:
-        return f"[{self.code}] {self.field}: {self.message}"
+        return bounded(f"[{self.code}] {self.field}: {self.message}")
 
 
 CODES: dict[str, str] = {

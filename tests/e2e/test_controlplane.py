@@ -498,3 +498,12 @@ def test_the_shipped_role_grants_what_the_watches_read_and_nothing_more(cluster:
         assert all(can(verb, resource) for verb in ("get", "list", "watch")), resource
         assert not can("create", resource) and not can("update", resource), resource
     assert not can("get", "secrets") and not can("list", "pods") and not can("create", "pods")
+
+
+def test_the_network_policy_component_is_accepted_by_the_real_api_server(cluster: Cluster) -> None:
+    component = ROOT / "manifests" / "overlays" / "network-policy"
+    (policy,) = [d for d in yaml.safe_load_all((component / "networkpolicy.yaml").read_text()) if d]
+    namespace(cluster, policy["metadata"]["namespace"])
+    applied = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-f", str(component / "networkpolicy.yaml"))
+    stored = json.loads(applied.stdout)
+    assert stored["kind"] == "NetworkPolicy" and stored["spec"]["ingress"] == policy["spec"]["ingress"]
