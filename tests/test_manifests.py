@@ -167,19 +167,18 @@ def test_cert_manager_overlay_injects_the_ca() -> None:
     assert certificate["spec"]["issuerRef"]["name"] == by_kind(docs, "Issuer")["metadata"]["name"]
 
 
-def test_dockerfile_is_multi_stage_slim_pinned_and_non_root() -> None:
+def test_dockerfile_is_two_stages_on_debian_slim_and_non_root() -> None:
+    """What can be read off the Dockerfile itself; tests/test_image.py builds and runs it."""
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines() if line.strip() and not line.startswith("#")]
+    base = next(line for line in lines if line.startswith("ARG BASE=")).split("=", 1)[1]
+    assert base.startswith("debian:") and base.endswith("-slim"), base
     froms = [line for line in lines if line.startswith("FROM ")]
-    assert len(froms) == 2, "build stage + final stage"
-    for line in froms:
-        image = line.split()[1]
-        assert image.startswith("python:3.11") and "slim" in image and ":latest" not in image
+    assert froms == ["FROM ${BASE} AS build", "FROM ${BASE}"], "build stage + final stage, both on the base"
     final = lines[lines.index(froms[1]) :]
-    assert not any(word in " ".join(final) for word in ("gcc", "build-essential", "apt-get install"))
+    assert not any(word in " ".join(final) for word in ("gcc", "build-essential", "pip install", "python3-venv"))
     user = next(line for line in final if line.startswith("USER "))
     assert user.split()[1].split(":")[0].isdigit() and user.split()[1] != "0"
     assert final[-1] == 'ENTRYPOINT ["gpu-shard-webhook", "serve"]'
-    assert any("--no-index" in line for line in final), "the final image installs only the built wheels"
 
 
 def with_network_policy(self_signed_dir: Path) -> list[dict[str, Any]]:

@@ -225,6 +225,7 @@ def test_one_json_log_line_per_admission_without_bodies(server: RunningServer) -
     record = json.loads(lines()[0])
     assert record["decision"] == "patched" and record["namespace"] == "default" and record["gpus"] == 2
     assert "hunter2-secret" not in server.log()
+    assert "--- Logging error ---" not in server.log(), "every line of the server (gunicorn's own too) formats"
 
 
 def test_connections_are_kept_alive_across_requests(server: RunningServer) -> None:

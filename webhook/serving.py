@@ -129,13 +129,13 @@ def cert_watcher(cert_dir: Path) -> CertWatcher:
 def configure_logging(level: str) -> BatchedStreamHandler:
     """The webhook's lines are their message (one JSON object each), batched onto stderr.
 
-    The record attributes the format never prints are not collected: the logging
-    HOWTO's *Optimization* switches (caller frame, thread, process names), which
-    cost more per line than the admission's JSON.
+    Record attributes no format of this process prints are not collected: the logging
+    HOWTO's *Optimization* switches for the caller's frame and thread and
+    multiprocessing names. (These are process-wide; the process id stays, as gunicorn's
+    own log format prints it.)
     """
     logging._srcfile = None  # type: ignore[attr-defined]
     logging.logThreads = False
-    logging.logProcesses = False
     logging.logMultiprocessing = False
     handler = BatchedStreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
