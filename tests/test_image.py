@@ -145,9 +145,7 @@ def test_the_containers_watches_read_the_cluster(container: dict[str, Any]) -> N
     eventually(denied_for_capacity, timeout=30)
 
 
-def test_sigterm_stops_the_container_inside_the_grace_period(
-    container: dict[str, Any], figures: list[tuple[str, dict[str, Any]]]
-) -> None:
+def test_sigterm_stops_the_container_inside_the_grace_period(container: dict[str, Any], figures: list[tuple[str, dict[str, Any]]]) -> None:
     name = container["name"]
     stopping = time.monotonic()
     podman("kill", "--signal", "TERM", name)
