@@ -37,9 +37,9 @@ def test_every_webhook_metric_the_dashboard_queries_is_exposed() -> None:
 def test_monitoring_kustomization_builds() -> None:
     docs = [d for d in yaml.safe_load_all(kustomize(ROOT / "manifests" / "monitoring")) if d]
     kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["ConfigMap", "ServiceMonitor", "ServiceMonitor"]
+    assert kinds == ["ConfigMap", "PrometheusRule", "ServiceMonitor", "ServiceMonitor"]
     config_map = next(d for d in docs if d["kind"] == "ConfigMap")
     assert json.loads(config_map["data"]["grafana-dashboard.json"]) == json.loads(DASHBOARD.read_text())
     kubernetes_validate.validate(config_map, "1.30.0", strict=True)
-    webhook_monitor = next(d for d in docs if d["metadata"]["name"] == "gpu-shard-webhook")
+    webhook_monitor = next(d for d in docs if d["kind"] == "ServiceMonitor" and d["metadata"]["name"] == "gpu-shard-webhook")
     assert webhook_monitor["spec"]["endpoints"][0]["path"] == "/metrics"

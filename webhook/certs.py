@@ -151,6 +151,7 @@ class CertWatcher:
         self._stamp: tuple[int, ...] | None = None
         self._context: ssl.SSLContext | None = None
         self.served_fingerprint: str | None = None
+        self.not_after: float | None = None  # of the certificate served, as Unix time
         self.last_error: str | None = None
 
     def _identity(self) -> tuple[int, ...]:
@@ -166,7 +167,9 @@ class CertWatcher:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_path, self.key_path)
         self._context, self._stamp = context, identity
-        self.served_fingerprint = fingerprint(self.cert_path.read_bytes())
+        pem = self.cert_path.read_bytes()
+        self.served_fingerprint = fingerprint(pem)
+        self.not_after = x509.load_pem_x509_certificate(pem).not_valid_after_utc.timestamp()
         self.last_error = None
 
     def context(self) -> ssl.SSLContext:

@@ -241,9 +241,10 @@ def run_serve(args: argparse.Namespace) -> int:
     cluster = NO_CLUSTER
     if watch is not None:
         cluster = Cluster(nodes=watch.nodes if args.cluster_checks else None, claims=watch.claims if args.dra else NO_CLUSTER.claims)
+    check = readiness(watcher, config)
     app = create_app(
         config,
-        readiness=readiness(watcher, config),
+        readiness=check,
         cluster=cluster,
         allow_endpoint=args.bench_allow_endpoint,
         info_line=log_handler.write_line,
@@ -255,8 +256,12 @@ def run_serve(args: argparse.Namespace) -> int:
         limits,
         wsgi_threads=args.threads,
         after_fork=watch.start if watch is not None else None,
+        readiness=check,
     )
-    hooks: dict[str, Any] = {"child_exit": lambda server, worker: metrics.worker_exited(worker.pid)}
+    hooks: dict[str, Any] = {
+        "when_ready": lambda server: metrics.master_ready(),
+        "child_exit": lambda server, worker: metrics.worker_exited(worker.pid),
+    }
     WebhookServer(application, options, hooks).run()
     return 0
 

@@ -103,6 +103,9 @@ class Application:
     limits: Limits
     wsgi_threads: int = 2
     after_fork: Callable[[], None] | None = None
+    # /readyz's check, also run at every heartbeat so gpu_shard_ready is fresh in every worker
+    # (a probe reaches one worker at a time).
+    readiness: Callable[[], tuple[bool, str]] | None = None
 
 
 _JSON_OK = {
@@ -517,6 +520,10 @@ class EdgeWorker(Worker):  # type: ignore[misc]
         while self.alive:
             self.notify()
             application.certificates.refresh()
+            if application.certificates.not_after is not None:
+                metrics.CERTIFICATE_EXPIRY.set(application.certificates.not_after)
+            if application.readiness is not None:
+                metrics.READY.set(1 if application.readiness()[0] else 0)
             if self.ppid != os.getppid():
                 log.warning(json.dumps({"edge": "parent changed, stopping"}))
                 break

@@ -23,7 +23,7 @@ import os
 import threading
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 ADMISSIONS = Counter(
     "gpu_shard_admissions_total",
@@ -39,7 +39,8 @@ LATENCY = Histogram(
     "gpu_shard_admission_duration_seconds",
     "Time from request body read to response built.",
     ["webhook"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    # Up to the API server's timeouts (5 s shipped, 30 s at most), so an alert can see a p99 near them.
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 SHARDED = Counter(
     "gpu_shard_injected_gpus_total",
@@ -58,6 +59,24 @@ CLAIM_LOOKUPS = Counter(
     ["webhook", "result"],
 )
 
+# Gauges are set by the workers only (never the gunicorn master, whose value would outlive a
+# rotation); "livemin": what the worst live worker reports.
+READY = Gauge(
+    "gpu_shard_ready",
+    "1 when the worker's last readiness check passed (the certificate served is the one on disk, the rules plan the canary pod).",
+    multiprocess_mode="livemin",
+)
+WATCH_SYNCED = Gauge(
+    "gpu_shard_watch_synced",
+    "1 while the watch of a resource is synced; 0 while it fails (the checks that need it are skipped: fail open).",
+    ["resource"],
+    multiprocess_mode="livemin",
+)
+CERTIFICATE_EXPIRY = Gauge(
+    "gpu_shard_certificate_expiry_timestamp_seconds",
+    "Not-after of the serving certificate, as Unix time.",
+    multiprocess_mode="livemin",
+)
 
 FLUSH_INTERVAL = 1.0
 
@@ -139,6 +158,17 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def master_ready() -> None:
+    """In the gunicorn master, before it forks: drop the master's own live gauges.
+
+    The master imports this module, and an unlabelled gauge writes its initial 0 for the
+    process that created it; a "livemin" over processes would read that 0 for ever (never
+    ready, a certificate expired in 1970). The master never sets a gauge again.
+    """
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())
 
 
 def worker_exited(pid: int) -> None:

@@ -226,6 +226,7 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> Response:
         ready, why = readiness() if readiness else (True, "ready")
+        metrics.READY.set(1 if ready else 0)
         return _text(200 if ready else 503, why)
 
     @app.get("/metrics")

@@ -34,6 +34,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from webhook import metrics
 from webhook.claims import GROUP, ClaimObjects, DeviceClassFacts, DeviceRequest, device_class_facts, device_requests, devices_per_node
 from webhook.config import Config
 from webhook.inventory import Inventory, NodeFacts, node_facts
@@ -90,6 +91,7 @@ class ListWatch:
         self._items: dict[Any, Any] = {}
         self._keys: dict[tuple[str, str], Any] = {}  # (namespace, name) -> key, for DELETED events
         self._snapshot = Snapshot(MappingProxyType({}), False)
+        self._reported = False  # whether gpu_shard_watch_synced has a value for this resource yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._watch: Any = None
@@ -112,6 +114,9 @@ class ListWatch:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def _publish(self, synced: bool) -> None:
+        if synced != self._snapshot.synced or not self._reported:
+            metrics.WATCH_SYNCED.labels(self.name).set(1 if synced else 0)
+            self._reported = True
         self._snapshot = Snapshot(MappingProxyType(dict(self._items)), synced)
         if self.on_change is not None:
             self.on_change()

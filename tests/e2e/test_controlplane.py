@@ -14,6 +14,7 @@ import http.server
 import json
 import re
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -491,13 +492,17 @@ def test_the_shipped_role_grants_what_the_watches_read_and_nothing_more(cluster:
     def can(verb: str, resource: str) -> bool:
         return cluster.kubectl("auth", "can-i", verb, resource, "--as", account, check=False).stdout.strip() == "yes"
 
-    for resource in (
-        "nodes",
-        *(f"{p}.resource.k8s.io" for p in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")),
-    ):
-        assert all(can(verb, resource) for verb in ("get", "list", "watch")), resource
-        assert not can("create", resource) and not can("update", resource), resource
-    assert not can("get", "secrets") and not can("list", "pods") and not can("create", "pods")
+    try:
+        for resource in (
+            "nodes",
+            *(f"{p}.resource.k8s.io" for p in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")),
+        ):
+            assert all(can(verb, resource) for verb in ("get", "list", "watch")), resource
+            assert not can("create", resource) and not can("update", resource), resource
+        assert not can("get", "secrets") and not can("list", "pods") and not can("create", "pods")
+    finally:  # leave the names free for the Helm test
+        applied = yaml.safe_dump_all([w for w in wanted if w["kind"] != "Namespace"])
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=applied)
 
 
 def test_the_network_policy_component_is_accepted_by_the_real_api_server(cluster: Cluster) -> None:
@@ -507,3 +512,70 @@ def test_the_network_policy_component_is_accepted_by_the_real_api_server(cluster
     applied = cluster.kubectl("apply", "--dry-run=server", "-o", "json", "-f", str(component / "networkpolicy.yaml"))
     stored = json.loads(applied.stdout)
     assert stored["kind"] == "NetworkPolicy" and stored["spec"]["ingress"] == policy["spec"]["ingress"]
+
+
+# --- installed with the Helm chart ---------------------------------------------------------
+
+
+def until_pod_dry_run_lacks(cluster: Cluster, pod: dict[str, Any], token: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = cluster.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(pod), check=False)
+        if result.returncode == 0 and token not in json.loads(result.stdout)["spec"]["containers"][0].get("args", []):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the API server still calls a webhook after {timeout}s")
+
+
+def test_helm_install_upgrade_uninstall_through_the_real_api_server(cluster: Cluster, webhook: Webhook) -> None:
+    """The README's Helm commands, with the tier's own webhook process behind the chart's configurations
+    (webhooks.url: the chart's pods cannot run here, there is no kubelet)."""
+    from tests.helm import CHART, helm_binary
+
+    helm = helm_binary()
+    if helm is None:
+        pytest.skip("no Go toolchain to build helm")
+    kinds = "mutatingwebhookconfiguration,validatingwebhookconfiguration"
+    saved = [cluster.get_json(kind, "gpu-shard-webhook") for kind in kinds.split(",")]
+    cluster.kubectl("delete", kinds, "gpu-shard-webhook")  # same names as the chart's: the chart takes over
+    certs = webhook.directory / "certs"
+    release = [
+        "--namespace", "gpu-shard-system", "--kubeconfig", str(cluster.kubeconfig),
+        "--set", "certificates.mode=provided", "--set-file", f"certificates.provided.cert={certs / 'tls.crt'}",
+        "--set-file", f"certificates.provided.key={certs / 'tls.key'}", "--set-file", f"certificates.provided.ca={certs / 'ca.crt'}",
+        "--set", f"webhooks.url=https://127.0.0.1:{webhook.port}",
+    ]  # fmt: skip
+
+    def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([helm, *args], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, f"helm {' '.join(args[:2])}: {done.stdout}{done.stderr}"
+        return done
+
+    probe = bare_pod("helm-probe", {"gpu-shard.io/enabled": "true"})
+    try:
+        run_helm("install", "gpu-shard-webhook", str(CHART), "--create-namespace", *release)
+        configuration = cluster.get_json("mutatingwebhookconfiguration", "gpu-shard-webhook")
+        assert configuration["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        until_pod_dry_run_shows(cluster, probe, "--tensor-split")
+        ns = namespace(cluster, "helm-example")
+        cluster.kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples" / "llama-13b-2gpu.yaml"))
+        pod = cluster.wait_for("pods", "-n", ns, "-l", "app=llama-13b-multi-gpu")
+        assert pod["spec"]["containers"][0]["args"][-4:] == ["--split-mode", "layer", "--tensor-split", "1,1"]
+
+        run_helm("upgrade", "gpu-shard-webhook", str(CHART), *release, "--set", "config.maxGpusPerNode=1")
+        deployment = cluster.get_json("deployment", "gpu-shard-webhook", "-n", "gpu-shard-system")
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["GSW_MAX_GPUS_PER_NODE"] == "1"
+        where = ["--namespace", "gpu-shard-system", "--kubeconfig", str(cluster.kubeconfig)]
+        assert "deployed" in run_helm("status", "gpu-shard-webhook", *where).stdout
+
+        run_helm("uninstall", "gpu-shard-webhook", *where)
+        assert cluster.kubectl("get", "mutatingwebhookconfiguration", "gpu-shard-webhook", check=False).returncode != 0
+        until_pod_dry_run_lacks(cluster, probe, "--tensor-split")
+    finally:
+        subprocess.run([helm, "uninstall", "gpu-shard-webhook", "--namespace", "gpu-shard-system", "--kubeconfig", str(cluster.kubeconfig)],
+                       capture_output=True, timeout=120, check=False)  # fmt: skip
+        for obj in saved:  # the tier's own configurations, for the tests that follow
+            obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k in ("name", "labels", "annotations")}
+            cluster.kubectl("apply", "-f", "-", stdin=json.dumps(obj))
+        until_pod_dry_run_shows(cluster, probe, "--tensor-split")
