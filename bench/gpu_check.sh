@@ -4,7 +4,7 @@
 #
 #   mkdir -p .device && echo /.device/ >> .git/info/exclude
 #   python3 -m pip download --no-binary :all: --no-deps llama-cpp-python==0.3.36 -d .device
-#   python3 tests/e2e/tiny_model.py ~/.cache/gsw-llama-server/0.3.36-cpu/models/ggml-vocab-llama-spm.gguf .device/tiny.gguf
+#   python3 tests/e2e/tiny_model.py ~/.cache/gsw-llama-server/0.3.36-cpu-rpc/models/ggml-vocab-llama-spm.gguf .device/tiny.gguf
 #   python3 -m webhook preview -f manifests/examples/llama-13b-2gpu.yaml > .device/admitted.yaml
 #
 # then run it there with `carry: [".device"]`:  bash bench/gpu_check.sh

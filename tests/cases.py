@@ -940,3 +940,274 @@ def by_name(name: str) -> Case:
 
 def with_config(case: Case, **changes: Any) -> Case:
     return replace(case, config=replace(case.config, **changes))
+
+
+# --- LeaderWorkerSets: one model over several nodes (webhook.multinode) ----------------
+
+# A custom build: llama-server and ggml-rpc-server from llama.cpp built with -DGGML_RPC=ON.
+RPC_IMAGE = "registry.example.com/llama.cpp:b6500-rpc-cuda"
+LEADER_ARGS = ["-m", "/models/llama-70b-q4_k_m.gguf", "--host", "0.0.0.0", "--port", "8080"]
+
+
+def group_template(
+    *containers: dict[str, Any],
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    host_network: bool = False,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"containers": list(containers)}
+    if host_network:
+        body["hostNetwork"] = True
+    body.update(spec)
+    metadata: dict[str, Any] = {"labels": {"app": "llama-70b", **(labels or {})}}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"metadata": metadata, "spec": body}
+
+
+def leader(gpus: Any = None, args: list[Any] | None = None, image: str = RPC_IMAGE, **changes: Any) -> dict[str, Any]:
+    return container(image=image, command=["/app/llama-server"], args=list(LEADER_ARGS if args is None else args), gpus=gpus, **changes)
+
+
+def worker(gpus: Any = "2", image: str = RPC_IMAGE, **changes: Any) -> dict[str, Any]:
+    return container(image=image, gpus=gpus, **changes)
+
+
+def lws(
+    size: int = 3,
+    leader_template: dict[str, Any] | None = None,
+    worker_template: dict[str, Any] | None = None,
+    name: str = "llama-70b",
+    labels: dict[str, str] | None = None,
+    startup_policy: str | None = None,
+    subdomain_policy: str | None = None,
+    no_leader_template: bool = False,
+) -> dict[str, Any]:
+    group: dict[str, Any] = {"size": size, "workerTemplate": worker_template or group_template(worker())}
+    if not no_leader_template:
+        group["leaderTemplate"] = leader_template or group_template(leader())
+    spec: dict[str, Any] = {"replicas": 1, "leaderWorkerTemplate": group}
+    if startup_policy:
+        spec["startupPolicy"] = startup_policy
+    if subdomain_policy:
+        spec["networkConfig"] = {"subdomainPolicy": subdomain_policy}
+    metadata = {"name": name, "namespace": "ai", "labels": {"app": "llama-70b", **(ENABLED if labels is None else labels)}}
+    return {"apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet", "metadata": metadata, "spec": spec}
+
+
+def gpu_node(name: str, gpus: int, resource: str = "nvidia.com/gpu") -> dict[str, Any]:
+    labels = {"kubernetes.io/hostname": name, "nvidia.com/gpu.count": str(gpus), "nvidia.com/gpu.product": "NVIDIA-L4"}
+    return {"metadata": {"name": name, "labels": labels}, "status": {"allocatable": {resource: str(gpus), "cpu": "32"}}}
+
+
+TWO_GPU_NODES = (gpu_node("gpu-a", 2), gpu_node("gpu-b", 2), gpu_node("gpu-c", 2))
+RPC_POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "llama-rpc-workers", "namespace": "ai"},
+    "spec": {"podSelector": {"matchLabels": {"gpu-shard.io/rpc-role": "worker"}}, "policyTypes": ["Ingress"]},
+}
+
+
+@dataclass(frozen=True)
+class GroupExpect:
+    denied: frozenset[str] = frozenset()
+    devices: int | None = None  # every device of one group: (size - 1) x worker GPUs + leader GPUs
+    tensor_split: str | None = None  # the leader's --tensor-split (None: not set)
+    leader_args: tuple[tuple[str, ...], ...] = ()  # token runs in the leader's argv
+    leader_env: tuple[tuple[str, str], ...] = ()  # LLAMA_ARG_* the leader ends with
+    rpc_port: int = 50052
+    rpc_host: str = "llama-70b"  # the subdomain in the --rpc names
+    leader_placed: bool = True  # node affinity / toleration / anti-affinity on the leader (it holds GPUs)
+    worker_argv: tuple[str, ...] | None = None  # the worker's own RPC server argv, kept (None: the webhook's script)
+    warnings: tuple[str, ...] = ()
+    no_warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupCase:
+    name: str
+    lws: dict[str, Any]
+    expect: GroupExpect
+    nodes: tuple[dict[str, Any], ...] = TWO_GPU_NODES
+    policies: tuple[dict[str, Any], ...] | None = (RPC_POLICY,)  # None: not watched
+    config: Config = field(default_factory=Config)
+
+    def fresh(self) -> dict[str, Any]:
+        return copy.deepcopy(self.lws)
+
+    def cluster(self) -> Cluster:
+        from webhook.inventory import inventory_from
+        from webhook.networkpolicy import snapshot_from
+
+        inventory = inventory_from(self.nodes, self.config)
+        policies = snapshot_from(list(self.policies)) if self.policies is not None else None
+        return Cluster(nodes=lambda: inventory, network_policies=(lambda: policies) if policies is not None else None)
+
+
+GROUP_CASES: tuple[GroupCase, ...] = (
+    GroupCase(
+        "LWS: 3 pods, GPU-less leader, 2 GPUs per worker: 4 devices over RPC",
+        lws(3, group_template(leader())),
+        GroupExpect(devices=4, tensor_split="1,1,1,1", leader_placed=False),
+    ),
+    GroupCase(
+        "LWS: 2 pods, leader and worker with 2 GPUs each: RPC devices first, then the leader's",
+        lws(2, group_template(leader(gpus="2"))),
+        GroupExpect(devices=4, tensor_split="1,1,1,1"),
+    ),
+    GroupCase(
+        "LWS: 3 pods, 1 GPU each (three single-GPU homelab boxes)",
+        lws(3, group_template(leader(gpus="1")), group_template(worker(gpus="1"))),
+        GroupExpect(devices=3, tensor_split="1,1,1"),
+        nodes=(gpu_node("box-a", 1), gpu_node("box-b", 1), gpu_node("box-c", 1)),
+    ),
+    GroupCase(
+        "LWS: 3 pods, leader with 2 GPUs, 2 GPUs per worker: 6 devices",
+        lws(3, group_template(leader(gpus="2"))),
+        GroupExpect(devices=6, tensor_split="1,1,1,1,1,1"),
+    ),
+    GroupCase(
+        "LWS: one template for both (no leaderTemplate): the leader is written from it",
+        lws(2, group_template(leader(gpus="2")), group_template(leader(gpus="2")), no_leader_template=True),
+        GroupExpect(devices=4, tensor_split="1,1,1,1"),
+    ),
+    GroupCase(
+        "LWS: subdomainPolicy UniquePerReplica: each group's names under its leader's own Service",
+        lws(3, group_template(leader()), subdomain_policy="UniquePerReplica"),
+        GroupExpect(devices=4, tensor_split="1,1,1,1", leader_placed=False, rpc_host="$(GPU_SHARD_POD_NAME)"),
+    ),
+    GroupCase(
+        "LWS: a leader started through a shell gets LLAMA_ARG_* env, RPC included",
+        lws(
+            3,
+            group_template(
+                container(image=RPC_IMAGE, command=["sh", "-c", "exec /app/llama-server -m /models/llama-70b.gguf --host 0.0.0.0"])
+            ),
+        ),
+        GroupExpect(devices=4, leader_env=(("LLAMA_ARG_SPLIT_MODE", "layer"), ("LLAMA_ARG_TENSOR_SPLIT", "1,1,1,1")), leader_placed=False),
+    ),
+    GroupCase(
+        "LWS: the user's own RPC server command is kept, its port used, and bound to the pod IP",
+        lws(
+            3,
+            group_template(leader()),
+            group_template(worker(command=["/app/ggml-rpc-server"], args=["-p", "50060", "-c"])),
+        ),
+        GroupExpect(
+            devices=4,
+            tensor_split="1,1,1,1",
+            rpc_port=50060,
+            leader_placed=False,
+            worker_argv=("/app/ggml-rpc-server", "-p", "50060", "-c", "-H", "$(GPU_SHARD_POD_IP)"),
+        ),
+    ),
+    GroupCase(
+        "LWS: the user's -ngl is kept and reported as theirs",
+        lws(3, group_template(leader(args=[*LEADER_ARGS, "-ngl", "80"]))),
+        GroupExpect(devices=4, tensor_split="1,1,1,1", leader_args=(("-ngl", "80"),), leader_placed=False),
+    ),
+    GroupCase(
+        "LWS: no NetworkPolicy selects the workers: a warning",
+        lws(3, group_template(leader())),
+        GroupExpect(devices=4, tensor_split="1,1,1,1", leader_placed=False, warnings=("no NetworkPolicy",)),
+        policies=(),
+    ),
+    GroupCase(
+        "LWS: the leader template's tensor-split annotation splits unevenly over the group's devices",
+        lws(3, group_template(leader(gpus="1"), annotations={"gpu-shard.io/tensor-split": "3,3,3,3,1"})),
+        GroupExpect(devices=5, tensor_split="3,3,3,3,1"),
+    ),
+    # --- rejections ---
+    GroupCase(
+        "LWS: a tensor-split annotation with too few values for the group's devices",
+        lws(3, group_template(leader(gpus="1"), annotations={"gpu-shard.io/tensor-split": "1,1"})),
+        GroupExpect(denied=frozenset({"tensor-split-arity"})),
+    ),
+    GroupCase(
+        "LWS: a split-mode annotation other than layer",
+        lws(3, group_template(leader(), annotations={"gpu-shard.io/split-mode": "row"})),
+        GroupExpect(denied=frozenset({"rpc-conflict"})),
+    ),
+    GroupCase(
+        "LWS: 2 x 2 GPUs fit on one 8-GPU node: use a Deployment",
+        lws(2, group_template(leader(gpus="2"))),
+        GroupExpect(denied=frozenset({"lws-fits-one-node"})),
+        nodes=(gpu_node("dgx-1", 8), gpu_node("gpu-b", 2)),
+    ),
+    GroupCase(
+        "LWS: leader and worker images differ",
+        lws(3, group_template(leader()), group_template(worker(image="registry.example.com/llama.cpp:b6400-rpc-cuda"))),
+        GroupExpect(denied=frozenset({"rpc-image-mismatch"})),
+    ),
+    GroupCase(
+        "LWS: official llama.cpp images have no RPC backend",
+        lws(3, group_template(leader(image=SERVER_CUDA)), group_template(worker(image=SERVER_CUDA))),
+        GroupExpect(denied=frozenset({"rpc-image-without-rpc"})),
+    ),
+    GroupCase(
+        "LWS: startupPolicy LeaderReady deadlocks",
+        lws(3, group_template(leader()), startup_policy="LeaderReady"),
+        GroupExpect(denied=frozenset({"lws-startup-deadlock"})),
+    ),
+    GroupCase(
+        "LWS: a user --rpc that is not the group's workers",
+        lws(3, group_template(leader(args=[*LEADER_ARGS, "--rpc", "10.0.0.5:50052"]))),
+        GroupExpect(denied=frozenset({"rpc-conflict"})),
+    ),
+    GroupCase(
+        "LWS: --split-mode row does not work over RPC",
+        lws(3, group_template(leader(args=[*LEADER_ARGS, "-sm", "row"]))),
+        GroupExpect(denied=frozenset({"rpc-conflict"})),
+    ),
+    GroupCase(
+        "LWS: -dev leaves devices out of the split",
+        lws(3, group_template(leader(gpus="1", args=[*LEADER_ARGS, "-dev", "CUDA0"]))),
+        GroupExpect(denied=frozenset({"rpc-conflict"})),
+    ),
+    GroupCase(
+        "LWS: the worker's RPC server bound to loopback",
+        lws(3, group_template(leader()), group_template(worker(command=["ggml-rpc-server", "-H", "127.0.0.1"]))),
+        GroupExpect(denied=frozenset({"rpc-conflict"})),
+    ),
+    GroupCase(
+        "LWS: a tensor split of 2 values for 4 devices",
+        lws(3, group_template(leader(args=[*LEADER_ARGS, "-ts", "1,1"]))),
+        GroupExpect(denied=frozenset({"tensor-split-arity"})),
+    ),
+    GroupCase(
+        "LWS: hostNetwork exposes the RPC port",
+        lws(3, group_template(leader(), host_network=True)),
+        GroupExpect(denied=frozenset({"rpc-host-network"})),
+    ),
+    GroupCase(
+        "LWS: 4 GPUs per worker, no node has more than 2",
+        lws(3, group_template(leader()), group_template(worker(gpus="4"))),
+        GroupExpect(denied=frozenset({"exceeds-cluster-capacity"})),
+    ),
+    GroupCase(
+        "LWS: workers without GPUs",
+        lws(3, group_template(leader(gpus="2")), group_template(worker(gpus=None))),
+        GroupExpect(denied=frozenset({"rpc-worker-without-gpus"})),
+    ),
+    GroupCase(
+        "LWS: 9 workers x 2 GPUs are more devices than llama.cpp schedules",
+        lws(10, group_template(leader())),
+        GroupExpect(denied=frozenset({"rpc-too-many-devices"})),
+    ),
+    GroupCase(
+        "LWS: size 1 has no workers",
+        lws(1, group_template(leader(gpus="2"))),
+        GroupExpect(denied=frozenset({"lws-size"})),
+    ),
+    GroupCase(
+        "LWS: a leader template that runs no llama-server",
+        lws(3, group_template(container(image=RPC_IMAGE, command=["/start.sh"]))),
+        GroupExpect(denied=frozenset({"no-llama-container"})),
+    ),
+)
+
+
+def group_case(name: str) -> GroupCase:
+    return next(case for case in GROUP_CASES if case.name == name)

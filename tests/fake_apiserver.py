@@ -1,6 +1,6 @@
 """A small real HTTP server that speaks the list/watch API, for the watch tests.
 
-It serves ``GET /api/v1/nodes`` and the DRA collections under
+It serves ``GET /api/v1/nodes``, NetworkPolicies and the DRA collections under
 ``/apis/resource.k8s.io/v1/`` (a list with a resourceVersion) and ``?watch=true``
 as a chunked stream of JSON events, the way kube-apiserver does, and lets a test
 add, change and delete objects, expire resource versions (410 Gone) and drop every
@@ -23,7 +23,12 @@ DROP = object()
 GONE = object()
 NODES = "/api/v1/nodes"
 DRA = "/apis/resource.k8s.io/v1/"
-COLLECTIONS = (NODES, *(DRA + plural for plural in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")))
+NETWORK_POLICIES = "/apis/networking.k8s.io/v1/networkpolicies"
+COLLECTIONS = (
+    NODES,
+    *(DRA + plural for plural in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")),
+    NETWORK_POLICIES,
+)
 
 
 def gpu_node(name: str, gpus: int, count_label: bool = True, product: str = "NVIDIA-L4", **labels: str) -> dict[str, Any]:

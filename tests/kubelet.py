@@ -48,8 +48,13 @@ def kubelet_expand(text: str, env: dict[str, Any]) -> Any:
     return HIDDEN if hidden else expanded
 
 
-def environment(container: dict[str, Any], config_maps: dict[str, dict[str, str]] | None = None) -> tuple[dict[str, Any], bool]:
-    """(name -> value or HIDDEN, whether an envFrom source the oracle cannot read may define more)."""
+def environment(
+    container: dict[str, Any], config_maps: dict[str, dict[str, str]] | None = None, fields: dict[str, str] | None = None
+) -> tuple[dict[str, Any], bool]:
+    """(name -> value or HIDDEN, whether an envFrom source the oracle cannot read may define more).
+
+    ``fields``: the downward API's values for this pod (``metadata.name`` -> ``llama-70b-0``), as the kubelet fills them in.
+    """
     env: dict[str, Any] = {}
     opaque_sources = False
     for source in container.get("envFrom") or []:
@@ -61,7 +66,8 @@ def environment(container: dict[str, Any], config_maps: dict[str, dict[str, str]
             opaque_sources = True
     for variable in container.get("env") or []:
         if "valueFrom" in variable:
-            env[variable["name"]] = HIDDEN
+            path = (variable["valueFrom"].get("fieldRef") or {}).get("fieldPath")
+            env[variable["name"]] = (fields or {}).get(path, HIDDEN)
         else:
             value = kubelet_expand(str(variable.get("value", "")), env)
             env[variable["name"]] = value
@@ -75,8 +81,10 @@ class Process:
     server_options: list[Any] | None  # what llama-server parses, when the argv runs it visibly
 
 
-def process(container: dict[str, Any], config_maps: dict[str, dict[str, str]] | None = None) -> Process:
-    env, opaque_sources = environment(container, config_maps)
+def process(
+    container: dict[str, Any], config_maps: dict[str, dict[str, str]] | None = None, fields: dict[str, str] | None = None
+) -> Process:
+    env, opaque_sources = environment(container, config_maps, fields)
     lookup = dict(env)
     if opaque_sources:
         # A name defined by an unreadable envFrom source hides the token that uses it.

@@ -70,7 +70,7 @@ def test_chart_made_certificates_serve_the_service_and_fill_every_ca_bundle(helm
     (secret,) = by_kind(docs, "Secret")
     data = {k: b64decode(v) for k, v in secret["data"].items()}
     entries = webhook_entries(docs)
-    assert len(entries) == 4 and all(b64decode(w["clientConfig"]["caBundle"]) == data["ca.crt"] for w in entries)
+    assert len(entries) == 6 and all(b64decode(w["clientConfig"]["caBundle"]) == data["ca.crt"] for w in entries)
     served = x509.load_pem_x509_certificate(data["tls.crt"])
     names = served.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert "gpu-shard-webhook.gpu-shard-system.svc" in names
@@ -198,3 +198,21 @@ def test_replicas_resources_and_spread_are_values(helm: str) -> None:
     assert "topologySpreadConstraints" not in spec and not by_kind(docs, "PodDisruptionBudget")
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_rpc_network_policy_fences_the_workers_of_each_listed_namespace(helm: str) -> None:
+    from webhook.networkpolicy import selector_matches, snapshot_from
+
+    docs = render(helm, "rpcNetworkPolicy.namespaces={ai,research}")
+    validate(docs)
+    policies = [d for d in by_kind(docs, "NetworkPolicy") if d["metadata"]["name"].endswith("-rpc-workers")]
+    assert sorted(p["metadata"]["namespace"] for p in policies) == ["ai", "research"]
+    worker = {"gpu-shard.io/rpc-role": "worker", "leaderworkerset.sigs.k8s.io/name": "llama-70b"}
+    leader = {**worker, "gpu-shard.io/rpc-role": "leader"}
+    snapshot = snapshot_from(policies)
+    assert snapshot.selects("ai", worker) and snapshot.selects("research", worker) and not snapshot.selects("ai", leader)
+    (rule,) = policies[0]["spec"]["ingress"]
+    assert [selector_matches(f["podSelector"], leader) for f in rule["from"]] == [True]
+    assert not any(selector_matches(f["podSelector"], worker) for f in rule["from"])
+    assert rule["ports"] == [{"protocol": "TCP", "port": 50052}]
+    assert not [d for d in by_kind(render(helm), "NetworkPolicy") if d["metadata"]["name"].endswith("-rpc-workers")], "off by default"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.cases import by_name
 from tests.harness import admission_review, eventually, running_server
@@ -311,13 +312,29 @@ def test_a_connection_flood_past_the_cap_is_refused_fast_and_the_server_recovers
         held = len(flood) - len(refused)
         for sock in flood:
             sock.close()
-        answered = server.session().post(server.url + "/mutate", data=body("after-flood"), timeout=10)
+        # The workers see the closes within their next loop turns; until then a new connection
+        # may still count as over the cap and be reset. Recovery is measured, not assumed instant.
+        gone = time.monotonic()
+        while True:
+            try:
+                answered = server.session().post(server.url + "/mutate", data=body("after-flood"), timeout=10)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() - gone < 2, "the server answers within 2 s of the flood ending"
+                time.sleep(0.05)
+        recovered_s = time.monotonic() - gone
         closed = closed_by_reason(server)
         assert server.worker_pids() == workers, "no worker died or was replaced"
     figures.append(
         (
             "connection flood (400 past a cap of 2x50)",
-            {"held": held, "refused_within_0.5_s": len(refused), "opened_in_s": round(opened_s, 2), "closed_by_reason": closed},
+            {
+                "held": held,
+                "refused_within_0.5_s": len(refused),
+                "opened_in_s": round(opened_s, 2),
+                "recovered_in_s": round(recovered_s, 3),
+                "closed_by_reason": closed,
+            },
         )
     )
     assert held <= 2 * cap, "no worker holds more than its cap"

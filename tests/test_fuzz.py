@@ -275,3 +275,51 @@ def test_hostile_reviews_are_answered_briefly_and_never_echoed(hostile: tuple[st
     message = response.get("status", {}).get("message", "")
     assert len(message) <= 8 * 1024 and HUGE_MARK * 256 not in message, (where, len(message))
     assert all(HUGE_MARK * 64 not in w for w in response.get("warnings", [])), where
+
+
+# --- LeaderWorkerSets: the group plan's reading of both templates, with anything in them ---------
+
+
+@st.composite
+def leaderworkersets(draw: st.DrawFn) -> dict[str, Any]:
+    """LeaderWorkerSets whose templates are the pod strategies' pods, with garbage where LWS has fields."""
+
+    def template() -> Any:
+        pod = draw(st.one_of(clean_gpu_pods(), pods(), malformed_pods(), garbage))
+        return {k: v for k, v in pod.items() if k in ("metadata", "spec")} if isinstance(pod, dict) else pod
+
+    group: dict[str, Any] = {"size": draw(st.one_of(st.integers(min_value=-1, max_value=20), garbage)), "workerTemplate": template()}
+    if draw(st.booleans()):
+        group["leaderTemplate"] = template()
+    spec: dict[str, Any] = {"leaderWorkerTemplate": group}
+    if draw(st.booleans()):
+        spec["startupPolicy"] = draw(st.one_of(st.sampled_from(["LeaderCreated", "LeaderReady"]), garbage))
+    if draw(st.booleans()):
+        spec["networkConfig"] = draw(st.one_of(st.just({"subdomainPolicy": "UniquePerReplica"}), garbage))
+    labels = {"gpu-shard.io/enabled": "true"}
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": "g", "labels": labels},
+        "spec": spec,
+    }
+
+
+def group_review(obj: dict[str, Any]) -> dict[str, Any]:
+    return review_of(obj, kind={"group": "leaderworkerset.x-k8s.io", "version": "v1", "kind": "LeaderWorkerSet"}, namespace="ai")
+
+
+@FUZZ
+@given(leaderworkersets(), st.sampled_from(["/mutate", "/validate"]))
+def test_leaderworkersets_with_anything_in_their_templates(obj: dict[str, Any], path: str) -> None:
+    review = group_review(obj)
+    response = check_answer(*post(path, json.dumps(review).encode()), uid=review["request"]["uid"])
+    if response is None or "patch" not in response:
+        return
+    COUNTS["patched"] += 1
+    patched = jsonpatch.apply_patch(copy.deepcopy(obj), json.loads(base64.b64decode(response["patch"])))
+    before = json.loads(post("/validate", json.dumps(group_review(obj)).encode())[1])["response"]["allowed"]
+    after = json.loads(post("/validate", json.dumps(group_review(patched)).encode())[1])["response"]["allowed"]
+    assert after == before, "mutation must not change the verdict"
+    again = json.loads(post("/mutate", json.dumps(group_review(patched)).encode())[1])["response"]
+    assert "patch" not in again, "the mutated LeaderWorkerSet needs nothing more"

@@ -75,7 +75,7 @@ def webhooks(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_webhook_configurations_follow_the_guide(base: list[dict[str, Any]]) -> None:
     hooks = webhooks(base)
-    assert len(hooks) == 4
+    assert len(hooks) == 6
     for hook in hooks:
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["sideEffects"] == "None", "dry-run=server needs sideEffects None"
@@ -88,7 +88,7 @@ def test_webhook_configurations_follow_the_guide(base: list[dict[str, Any]]) -> 
         assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
         assert set(excluded["values"]) == EXCLUDED_NAMESPACES
         resources = {r for rule in hook["rules"] for r in rule["resources"]}
-        if resources == {"pods"}:
+        if resources in ({"pods"}, {"leaderworkersets"}):  # the object itself carries the label
             assert hook["objectSelector"] == {"matchLabels": {"gpu-shard.io/enabled": "true"}}
         else:
             assert "objectSelector" not in hook
@@ -98,10 +98,13 @@ def test_webhook_configurations_follow_the_guide(base: list[dict[str, Any]]) -> 
     assert mutating["reinvocationPolicy"] == "IfNeeded"
     assert mutating["clientConfig"]["service"]["path"] == "/mutate"
     assert mutating["rules"][0]["operations"] == ["CREATE"]
+    group = by_kind(base, "MutatingWebhookConfiguration")["webhooks"][1]
+    assert group["rules"][0]["resources"] == ["leaderworkersets"] and group["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert group["clientConfig"]["service"]["path"] == "/mutate" and group["reinvocationPolicy"] == "IfNeeded"
     validating = by_kind(base, "ValidatingWebhookConfiguration")["webhooks"]
     assert {h["clientConfig"]["service"]["path"] for h in validating} == {"/validate"}
     covered = {r for h in validating for rule in h["rules"] for r in rule["resources"]}
-    assert covered == {"pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs"}
+    assert covered == {"pods", "deployments", "statefulsets", "daemonsets", "replicasets", "jobs", "cronjobs", "leaderworkersets"}
 
 
 def test_deployment_is_hardened_and_highly_available(base: list[dict[str, Any]]) -> None:
@@ -137,6 +140,7 @@ def test_rbac_reads_what_the_watches_read_and_nothing_else(base: list[dict[str, 
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["nodes"], "verbs": read},
         {"apiGroups": [GROUP], "resources": list(DRA_RESOURCES), "verbs": read},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": read},
     ]
     binding = by_kind(base, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "gpu-shard-webhook", "namespace": "gpu-shard-system"}]

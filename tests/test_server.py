@@ -169,7 +169,7 @@ def test_pod_update_is_judged_only_on_what_it_changes(server: RunningServer) -> 
             "spec must be",
         ),
         ("/mutate", admission_review({"metadata": {}}, kind="Deployment"), "serves Pods"),
-        ("/validate", admission_review({"metadata": {}}, kind="Service"), "serves Pods and workloads"),
+        ("/validate", admission_review({"metadata": {}}, kind="Service"), "serves Pods, workloads and LeaderWorkerSets"),
         ("/validate", admission_review({"metadata": {}}, operation="PATCH"), "operation"),
     ],
 )
@@ -298,3 +298,25 @@ def test_a_server_with_another_configuration_becomes_ready(env: dict[str, str], 
     with running_server(tmp_path, env=env) as configured:  # running_server waits for /readyz 200
         ready = requests.get(configured.url + "/readyz", verify=configured.ca, timeout=5)
         assert ready.status_code == 200, ready.text
+
+
+def test_a_leaderworkerset_is_planned_over_tls_and_counted_by_its_devices(server: RunningServer) -> None:
+    from tests.cases import group_template, leader, lws
+
+    obj = lws(3, group_template(leader(gpus="2")))  # 2 workers x 2 GPUs, then the leader's 2: 6 devices
+    review = admission_review(obj, kind="LeaderWorkerSet", namespace="ai")
+    answer = post(server, "/mutate", json.dumps(review)).json()["response"]
+    assert answer["allowed"] and answer["patchType"] == "JSONPatch"
+    assert any("6 devices, RPC first" in w for w in answer["warnings"])
+    admitted = jsonpatch.apply_patch(copy.deepcopy(obj), decoded_patch({"response": answer}))
+    verdict = post(server, "/validate", json.dumps(admission_review(admitted, kind="LeaderWorkerSet", namespace="ai"))).json()
+    assert verdict["response"]["allowed"]
+    refused = lws(3, startup_policy="LeaderReady")
+    denial = post(server, "/validate", json.dumps(admission_review(refused, kind="LeaderWorkerSet", namespace="ai"))).json()
+    assert not denial["response"]["allowed"] and "[lws-startup-deadlock]" in denial["response"]["status"]["message"]
+
+    def counted() -> bool:
+        text = requests.get(server.url + "/metrics", verify=server.ca, timeout=5).text
+        return 'gpu_shard_injected_gpus_total{gpus="6"}' in text and 'gpu_shard_rejections_total{code="lws-startup-deadlock"}' in text
+
+    eventually(counted, timeout=5)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook import multinode
 from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
 from webhook.objects import as_dict, as_list
@@ -84,10 +85,18 @@ class Decision:
     violations: tuple[Violation, ...] = ()
     report: Report | None = None
     claim_lookup: ClaimLookup = "none"
+    group: multinode.GroupReport | None = None  # a LeaderWorkerSet's plan, read off the admitted object
 
     @property
     def gpus(self) -> int | None:
+        """GPUs the pod gets; for a LeaderWorkerSet, every device of one group."""
+        if self.group is not None:
+            return self.group.plan.devices
         return self.report.gpus if self.report else 0
+
+    @property
+    def sharded(self) -> bool:
+        return self.result == "patched" and (self.report is not None or self.group is not None)
 
 
 # --- response constructors: every exit of a handler reads as a sentence ---------------
@@ -206,9 +215,11 @@ def render_denial(kind: str, name: str, violations: Sequence[Violation]) -> str:
 
 
 def mutate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) -> Decision:
-    """The mutating webhook: Pods only; always allows (the validating webhook denies)."""
+    """The mutating webhook: Pods and LeaderWorkerSets; always allows (the validating webhook denies)."""
+    if request.kind == multinode.KIND:
+        return _mutate_group(request, config, cluster)
     if request.kind != "Pod":
-        raise MalformedRequest(f"/mutate serves Pods, not {_short(request.kind)}")
+        raise MalformedRequest(f"/mutate serves Pods and LeaderWorkerSets, not {_short(request.kind)}")
     if request.operation != "CREATE":
         return Decision(allowed(request.uid), "allowed")
     patch, report, planning = mutate_pod(as_pod(request.object, "Pod", request.namespace) or {}, config, cluster)
@@ -228,10 +239,12 @@ def validate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) ->
     on a running pod, or a scale-up of a Deployment admitted before this
     webhook existed, would break the controllers that manage them.
     """
-    if request.kind != "Pod" and request.kind not in TEMPLATE_PATHS:
-        raise MalformedRequest(f"/validate serves Pods and workloads, not {_short(request.kind)}")
+    if request.kind != "Pod" and request.kind not in TEMPLATE_PATHS and request.kind != multinode.KIND:
+        raise MalformedRequest(f"/validate serves Pods, workloads and LeaderWorkerSets, not {_short(request.kind)}")
     if request.operation not in ("CREATE", "UPDATE"):
         return Decision(allowed(request.uid), "allowed")
+    if request.kind == multinode.KIND:
+        return _validate_group(request, config, cluster)
     review = review_object(request.object, request.kind, config, request.namespace, cluster)
     if review is None:
         return Decision(allowed(request.uid), "allowed")
@@ -248,3 +261,39 @@ def validate(request: Request, config: Config, cluster: Cluster = NO_CLUSTER) ->
     if request.kind != "Pod":
         warnings = [*preview_warnings(review, config, "pods"), *warnings]
     return Decision(allowed(request.uid, warnings), "allowed", report=review.report, claim_lookup=lookup)
+
+
+# --- LeaderWorkerSets: planned and mutated as one object (webhook.multinode) -----------
+
+
+def _group_review(obj: dict[str, Any], request: Request, config: Config, cluster: Cluster) -> multinode.GroupReview | None:
+    if not multinode.opted_in(obj, config):
+        return None
+    return multinode.review_group(obj, config, request.namespace, cluster)
+
+
+def _mutate_group(request: Request, config: Config, cluster: Cluster) -> Decision:
+    """CREATE and UPDATE: an apply that rewrites a template must get the plan again (idempotent)."""
+    if request.operation not in ("CREATE", "UPDATE"):
+        return Decision(allowed(request.uid), "allowed")
+    review = _group_review(request.object, request, config, cluster)
+    if review is None or not review.patch:
+        return Decision(allowed(request.uid, review.warnings if review else ()), "allowed", group=review.report if review else None)
+    lines = review.report.lines() if review.report else []
+    return Decision(patched(request.uid, review.patch, [*lines, *review.warnings]), "patched", group=review.report)
+
+
+def _validate_group(request: Request, config: Config, cluster: Cluster) -> Decision:
+    review = _group_review(request.object, request, config, cluster)
+    if review is None:
+        return Decision(allowed(request.uid), "allowed")
+    found = review.violations
+    if found and request.operation == "UPDATE" and request.old_object is not None:
+        before = _group_review(request.old_object, request, config, cluster)
+        seen = {(v.code, v.field) for v in (before.violations if before else ())}
+        found = [v for v in found if (v.code, v.field) not in seen]
+    if found:
+        message = render_denial(request.kind, object_name(request), found)
+        return Decision(denied(request.uid, message, review.warnings), "denied", violations=tuple(found))
+    lines = review.report.lines() if review.report else []
+    return Decision(allowed(request.uid, [*lines, *review.warnings]), "allowed", group=review.report)

@@ -240,7 +240,11 @@ def run_serve(args: argparse.Namespace) -> int:
     options = ServeOptions(host=args.host, port=args.port, workers=args.workers, log_level=args.log_level, limits=limits)
     cluster = NO_CLUSTER
     if watch is not None:
-        cluster = Cluster(nodes=watch.nodes if args.cluster_checks else None, claims=watch.claims if args.dra else NO_CLUSTER.claims)
+        cluster = Cluster(
+            nodes=watch.nodes if args.cluster_checks else None,
+            claims=watch.claims if args.dra else NO_CLUSTER.claims,
+            network_policies=watch.network_policies if args.cluster_checks else None,
+        )
     check = readiness(watcher, config)
     app = create_app(
         config,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from webhook.claims import NO_CLAIM_OBJECTS, ClaimObjects, judge_capacity
 from webhook.config import Config
 from webhook.inventory import Inventory, judge
+from webhook.networkpolicy import PolicySnapshot
 from webhook.objects import container_field
 from webhook.plan import Planning
 from webhook.violation import Violation
@@ -25,10 +26,11 @@ def _no_claims() -> ClaimObjects:
 
 @dataclass(frozen=True)
 class Cluster:
-    """Snapshot readers. ``nodes`` None: the capacity checks are off."""
+    """Snapshot readers. ``nodes`` None: the capacity checks are off; ``network_policies`` None: not watched."""
 
     nodes: Callable[[], Inventory] | None = None
     claims: Callable[[], ClaimObjects] = field(default=_no_claims)
+    network_policies: Callable[[], PolicySnapshot] | None = None
 
 
 NO_CLUSTER = Cluster()

@@ -237,7 +237,7 @@ class Asked:
     products: tuple[str, ...]
 
 
-def _annotations(reading: PodReading, config: Config, gpus: int | None) -> tuple[Asked, list[Violation]]:
+def read_annotations(reading: PodReading, config: Config, gpus: int | None) -> tuple[Asked, list[Violation]]:
     """The sharding annotations, checked: n-gpu-layers, split-mode, tensor-split, gpu-product."""
     problems: list[Violation] = []
 
@@ -319,7 +319,7 @@ def plan_pod(reading: PodReading, config: Config) -> Planning:
     warnings += _uncounted_warnings(target, config)
     claims = target.gpus.claims
     lookup: ClaimLookup = "missing" if claims.missing else "found" if claims.claims else "none"
-    annotated, annotation_problems = _annotations(reading, config, count.count if count else None)
+    annotated, annotation_problems = read_annotations(reading, config, count.count if count else None)
     problems += annotation_problems
     if count is not None and count.count is not None and count.count > config.max_gpus_per_node:
         problems.append(

@@ -12,8 +12,9 @@ deviceclasses,resourceslices -A -o yaml``), the way the server resolves them
 from its watch.
 
 ``-o yaml`` / ``-o json`` (kubectl's convention) print the objects as the API
-server would store them instead: Pods mutated, every other object unchanged
-(workload templates are validated, never mutated), denied objects left out.
+server would store them instead: Pods and opted-in LeaderWorkerSets mutated, every
+other object unchanged (workload templates are validated, never mutated), denied
+objects left out.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from typing import Any
 
 import yaml
 
+from webhook import multinode
 from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
+from webhook.multinode import GroupReview, review_group
 from webhook.objects import as_dict
 from webhook.review import Review, review_object
 from webhook.workloads import TEMPLATE_PATHS
@@ -37,7 +40,13 @@ class Previewed:
     kind: str
     name: str
     obj: dict[str, Any]
-    review: Review | None  # None: the object carries no pod, passed through
+    review: Review | GroupReview | None  # None: the object carries no pod, passed through
+
+    @property
+    def admitted(self) -> dict[str, Any]:
+        """What is shown: the pod as admitted (a workload's as its pods will be), or the LeaderWorkerSet as mutated."""
+        assert self.review is not None
+        return self.review.obj if isinstance(self.review, GroupReview) else self.review.pod
 
     @property
     def stored(self) -> dict[str, Any] | None:
@@ -46,7 +55,7 @@ class Previewed:
             return self.obj
         if not self.review.allowed:
             return None
-        return self.review.pod if self.kind == "Pod" else self.obj
+        return self.admitted if self.kind in ("Pod", multinode.KIND) else self.obj
 
 
 def objects(documents: Iterable[Any]) -> Iterator[dict[str, Any]]:
@@ -64,6 +73,8 @@ def preview_object(obj: dict[str, Any], config: Config, cluster: Cluster = NO_CL
     kind = str(obj.get("kind") or "")
     metadata = as_dict(obj.get("metadata"))
     name = str(metadata.get("name") or metadata.get("generateName") or "")
+    if kind == multinode.KIND and multinode.opted_in(obj, config):
+        return Previewed(kind, name, obj, review_group(obj, config, str(metadata.get("namespace") or "default"), cluster))
     if kind != "Pod" and kind not in TEMPLATE_PATHS:
         return Previewed(kind, name, obj, None)
     return Previewed(kind, name, obj, review_object(obj, kind, config, str(metadata.get("namespace") or "default"), cluster))
@@ -77,14 +88,15 @@ def render(results: Iterable[Previewed]) -> str:
         if review is None:
             chunks.append(f"# {result.kind} {result.name}: carries no pod, passed through\n")
             continue
-        subject = f"{result.kind} {result.name}" + (" (pod template)" if result.kind != "Pod" else "")
+        template = " (pod template)" if result.kind not in ("Pod", multinode.KIND) else ""
+        subject = f"{result.kind} {result.name}{template}"
         summary = review.summary()
         lines = [f"--- # {subject}: {'admitted' if review.allowed else 'DENIED'}"]
         lines += [f"# gpu-shard: {summary}"] if summary else ["# gpu-shard: unchanged"]
         lines += [f"# warning: {w}" for w in review.warnings]
         lines += [f"# violation: {v.render()}" for v in review.violations]
         if review.allowed:
-            lines.append(yaml.safe_dump(review.pod, sort_keys=False).rstrip("\n"))
+            lines.append(yaml.safe_dump(result.admitted, sort_keys=False).rstrip("\n"))
         chunks.append("\n".join(lines) + "\n")
     return "".join(chunks)
 

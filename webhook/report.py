@@ -56,7 +56,7 @@ class Reported:
         return INJECTED_SPELLING.get(self.key, self.key)
 
 
-def _previous_origins(status: Any) -> dict[str, tuple[str, Any]]:
+def previous_origins(status: Any) -> dict[str, tuple[str, Any]]:
     """field -> (origin text, value) from a status annotation this webhook wrote before."""
     try:
         record = orjson.loads(status) if isinstance(status, str) else None
@@ -67,10 +67,12 @@ def _previous_origins(status: Any) -> dict[str, tuple[str, Any]]:
     return {name: (str(text), record.get(name)) for name, text in record["origin"].items()}
 
 
-def reported_settings(before: ContainerReading, after: ContainerReading, previous_status: Any) -> list[Reported]:
-    previous = _previous_origins(previous_status)
+def reported_settings(
+    before: ContainerReading, after: ContainerReading, previous_status: Any, keys: tuple[tuple[str, str], ...] = REPORTED
+) -> list[Reported]:
+    previous = previous_origins(previous_status)
     found = []
-    for key, name in REPORTED:
+    for key, name in keys:
         setting = after.settings.effective(key)
         if setting is None:
             found.append(Reported(key, DEFAULTS.get(key), "default", ""))

@@ -157,7 +157,7 @@ class Admissions:
             for violation in decision.violations:
                 tally.inc(metrics.REJECTIONS, violation.code)
             gpus = decision.gpus
-            if decision.result == "patched" and decision.report is not None:
+            if decision.sharded:
                 tally.inc(metrics.SHARDED, "unknown" if gpus is None else str(gpus))
             if decision.claim_lookup != "none":
                 tally.inc(metrics.CLAIM_LOOKUPS, outcome.webhook, decision.claim_lookup)

@@ -38,6 +38,7 @@ from webhook import metrics
 from webhook.claims import GROUP, ClaimObjects, DeviceClassFacts, DeviceRequest, device_class_facts, device_requests, devices_per_node
 from webhook.config import Config
 from webhook.inventory import Inventory, NodeFacts, node_facts
+from webhook.networkpolicy import PolicySnapshot, ingress_selector
 from webhook.objects import as_dict
 
 log = logging.getLogger("gpu_shard_webhook.watch")
@@ -249,6 +250,15 @@ def _slice_entry(obj: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return name, {"spec": {**kept, "devices": devices}}
 
 
+def _policy_entry(obj: dict[str, Any]) -> tuple[tuple[str, str], dict[str, Any]] | None:
+    """Only what the warning needs: the pod selector of a policy that restricts ingress."""
+    selector = ingress_selector(obj)
+    metadata = as_dict(obj.get("metadata"))
+    if selector is None:
+        return None
+    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or "")), selector
+
+
 class ClusterWatch:
     """The watches the webhook runs, and the snapshots admission reads from them."""
 
@@ -263,6 +273,11 @@ class ClusterWatch:
         if nodes:
             core = client.CoreV1Api(api_client)
             self.watches["nodes"] = ListWatch("nodes", core.list_node, _node_entry(config), watch_timeout, max_backoff)
+            # Whether a LeaderWorkerSet's RPC workers are fenced in (webhook.multinode warns when not).
+            networking = client.NetworkingV1Api(api_client)
+            self.watches["networkpolicies"] = ListWatch(
+                "networkpolicies", networking.list_network_policy_for_all_namespaces, _policy_entry, watch_timeout, max_backoff
+            )
         if dra:
             custom = client.CustomObjectsApi(api_client)
 
@@ -303,6 +318,13 @@ class ClusterWatch:
 
     def claims(self) -> ClaimObjects:
         return self._claims
+
+    def network_policies(self) -> PolicySnapshot:
+        snapshot = self.watches["networkpolicies"].snapshot()
+        by_namespace: dict[str, list[Any]] = {}
+        for (namespace, _), selector in snapshot.items.items():
+            by_namespace.setdefault(namespace, []).append(selector)
+        return PolicySnapshot({ns: tuple(s) for ns, s in by_namespace.items()}, snapshot.synced)
 
     def _rebuild_claims(self) -> None:
         with self._lock:

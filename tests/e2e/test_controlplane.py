@@ -496,6 +496,7 @@ def test_the_shipped_role_grants_what_the_watches_read_and_nothing_more(cluster:
         for resource in (
             "nodes",
             *(f"{p}.resource.k8s.io" for p in ("resourceclaimtemplates", "resourceclaims", "deviceclasses", "resourceslices")),
+            "networkpolicies.networking.k8s.io",
         ):
             assert all(can(verb, resource) for verb in ("get", "list", "watch")), resource
             assert not can("create", resource) and not can("update", resource), resource
