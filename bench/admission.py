@@ -46,7 +46,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cases import claim_template  # noqa: E402
+from tests.cases import claim_template, group_template, leader, lws  # noqa: E402
 from tests.fake_apiserver import DRA, FakeCluster, gpu_node  # noqa: E402
 from tests.harness import admission_review, background, free_port, running_server  # noqa: E402
 
@@ -116,7 +116,12 @@ def bodies() -> dict[str, bytes]:
         "1 container": json.dumps(admission_review(pod([llama_container()]))).encode(),
         "10 containers": json.dumps(admission_review(pod([llama_container(), *sidecars(9)]))).encode(),
         "50 containers": json.dumps(admission_review(pod([llama_container(), *sidecars(49)]))).encode(),
+        LWS_BODY: json.dumps(admission_review(lws(3, group_template(leader(gpus="2"))), kind="LeaderWorkerSet", namespace="ai")).encode(),
     }
+
+
+# Applied once per rollout, not per pod: measured for its cost, not for throughput.
+LWS_BODY = "LeaderWorkerSet (3 pods, 2 GPUs each)"
 
 
 # --- server accounting ---------------------------------------------------------------
@@ -396,12 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         ("/allow", "2-GPU pod"),
         ("/mutate", "2-GPU DRA pod (ResourceClaimTemplate)"),
         ("/mutate", "large pod (10 containers, 200 env, affinity)"),
+        ("/mutate", LWS_BODY),
     ]
     if not args.quick:
         plan += [
             ("/validate", "2-GPU DRA pod (ResourceClaimTemplate)"),
             ("/validate", "large pod (10 containers, 200 env, affinity)"),
             ("/allow", "large pod (10 containers, 200 env, affinity)"),
+            ("/validate", LWS_BODY),
         ]
         plan += [("/mutate", "1 container"), ("/mutate", "10 containers"), ("/mutate", "50 containers")]
     cluster = fake_cluster()

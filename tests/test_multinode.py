@@ -313,3 +313,85 @@ def test_the_dry_run_lines_of_the_example_are_shown_whole() -> None:
     readme = (EXAMPLES.parents[2] / "README.md").read_text()
     for warning in decision.response.warnings:
         assert f"Warning: {warning}" in readme, "the README shows what the webhook prints"
+
+
+# --- the real world: LeaderWorkerSet's own llama.cpp example (tests/realworld/multinode/) -----------
+
+REAL_LWS = Path(__file__).resolve().parent / "realworld" / "multinode" / "kubernetes-sigs--lws--llamacpp.yaml"
+
+
+def real_lws() -> dict:
+    import yaml
+
+    return next(d for d in yaml.safe_load_all(REAL_LWS.read_text()) if d)
+
+
+def with_gpus(obj: dict, count: str = "1") -> dict:
+    for template in templates(obj):
+        template["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": count}}
+    return obj
+
+
+def test_lws_llamacpp_example_as_written_names_the_fix() -> None:
+    """The leader is a wrapper the webhook cannot read, and the workers hold no GPU: said, one fix at a time."""
+    review = review_group(real_lws(), Config(), "default")
+    assert [v.code for v in review.violations] == ["no-llama-container"]
+    assert "gpu-shard.io/container" in review.violations[0].message
+
+
+def test_lws_llamacpp_example_with_gpus_is_refused_for_its_two_images() -> None:
+    obj = with_gpus(real_lws())
+    obj["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["metadata"]["annotations"] = {"gpu-shard.io/container": "llamacpp-leader"}
+    review = review_group(obj, Config(), "default")
+    assert [v.code for v in review.violations] == ["rpc-image-mismatch"]
+
+
+def test_lws_llamacpp_example_with_one_image_keeps_its_rpc_server_entrypoint() -> None:
+    """The worker image's entrypoint is /rpc-server (distroless: no shell): its args are the RPC server's, kept."""
+    obj = with_gpus(real_lws())
+    group = obj["spec"]["leaderWorkerTemplate"]
+    group["leaderTemplate"]["metadata"]["annotations"] = {"gpu-shard.io/container": "llamacpp-leader"}
+    group["workerTemplate"]["spec"]["containers"][0]["image"] = group["leaderTemplate"]["spec"]["containers"][0]["image"]
+    review = review_group(obj, Config(), "default")
+    assert review.violations == [], [v.render() for v in review.violations]
+    _, worker_template = templates(review.obj)
+    container = worker_template["spec"]["containers"][0]
+    assert "command" not in container and container["args"] == ["--host", "0.0.0.0", "--mem", "4192"]
+    assert review.report is not None and review.report.plan.devices == 4 + 1
+    leader_container = templates(review.obj)[0]["spec"]["containers"][0]
+    env = env_of(leader_container)
+    assert env["LLAMA_ARG_RPC"]["value"].count(":50052") == 4, "the wrapper is opaque: settings go through LLAMA_ARG_*"
+    assert any("must pass LLAMA_ARG_* on and set no --rpc" in line for line in review.report.lines())
+
+
+def test_the_start_up_gate_waits_for_every_worker_and_never_fails(tmp_path: Path) -> None:
+    """The gate script run by a real sh, its bash /dev/tcp probes pointed at loopback (the one swap: no DNS here)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    from tests.harness import free_port
+
+    real_bash = shutil.which("bash")
+    assert real_bash is not None
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "bash").write_text(f'#!/bin/sh\nexec {real_bash} -c "$(printf %s "$2" | sed -E "s#/dev/tcp/[^/]+/#/dev/tcp/127.0.0.1/#")"\n')
+    (shim / "bash").chmod(0o755)
+    port = free_port()
+    env = {"PATH": f"{shim}:/usr/bin:/bin", "GPU_SHARD_POD_NAME": "llama-70b-0", "GPU_SHARD_POD_NAMESPACE": "ai"}
+    gate = subprocess.Popen(["sh", "-c", gate_script(2, "llama-70b", port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(2.5)
+        assert gate.poll() is None, "no worker listens yet: the gate keeps waiting instead of failing"
+        listener = socket.create_server(("127.0.0.1", port))
+        try:
+            assert gate.wait(timeout=10) == 0
+        finally:
+            listener.close()
+        out = gate.stdout.read().decode() if gate.stdout else ""
+    finally:
+        gate.kill()
+    assert "waiting for RPC worker llama-70b-0-1.llama-70b.ai:" in out
+    assert "RPC worker llama-70b-0-1.llama-70b.ai is up" in out and "RPC worker llama-70b-0-2.llama-70b.ai is up" in out

@@ -48,7 +48,18 @@ from webhook.claims import NO_CLAIM_OBJECTS, ClaimObjects, judge_capacity
 from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
 from webhook.inventory import Inventory
-from webhook.llamacpp import DEVICE, GPU_LAYERS, INJECTED_SPELLING, MAX_TENSOR_SPLIT_VALUES, RPC, SPLIT_MODE, TENSOR_SPLIT, parse_options
+from webhook.llamacpp import (
+    DEVICE,
+    GPU_LAYERS,
+    INJECTED_SPELLING,
+    MAX_TENSOR_SPLIT_VALUES,
+    MODEL_KEYS,
+    RPC,
+    SPLIT_MODE,
+    TENSOR_SPLIT,
+    option_table,
+    parse_options,
+)
 from webhook.objects import as_dict, as_list, labels_of
 from webhook.patch import Operation, diff
 from webhook.plan import GpuCount, decide_count, read_annotations
@@ -89,6 +100,8 @@ REPORTED_KEYS: tuple[tuple[str, str], ...] = (
 )
 SPELLING = {**INJECTED_SPELLING, RPC: "--rpc"}
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Options of ggml-rpc-server (and of the older rpc-server: --mem) that llama-server does not have.
+RPC_ONLY_OPTIONS = frozenset({"-H", "-p", "-d", "--cache", "--mem"})
 
 
 def role_label(config: Config) -> str:
@@ -173,12 +186,23 @@ def _rpc_program(token: Any) -> bool:
     return isinstance(token, str) and token.rsplit("/", 1)[-1] in RPC_SERVERS
 
 
+def _rpc_server_options(args: list[Any]) -> bool:
+    """Args only an RPC server takes, and no model: the image's entrypoint must be the RPC server."""
+    tokens = [t for t in args if isinstance(t, str)]
+    if not tokens or not any(t in RPC_ONLY_OPTIONS for t in tokens):
+        return False
+    table = option_table()
+    return not any((spec := table.lookup(t)) is not None and spec.key in MODEL_KEYS for t in tokens)
+
+
 def read_worker_launch(container: Mapping[str, Any]) -> WorkerLaunch | None:
     """The RPC server a worker container already starts; None when it starts something else (llama-server, nothing)."""
     command, args = as_list(container.get("command")), as_list(container.get("args"))
     if any(isinstance(t, str) and WORKER_MARK in t for t in [*command, *args]):
         return WorkerLaunch(ours=True)
     argv_field = "command" if command and _rpc_program(command[0]) else "args" if not command and args and _rpc_program(args[0]) else None
+    if argv_field is None and not command and _rpc_server_options(args):
+        argv_field = "args"  # the image's entrypoint is the RPC server (LWS's own llama.cpp example: /rpc-server)
     tokens: list[str]
     if argv_field is not None:
         tokens = [str(t) for t in [*command, *args]]
@@ -621,6 +645,11 @@ class GroupReport:
             f"gpu-shard: {plan.devices} devices, RPC first: {' '.join(rendered) or 'no flags'}",
             f"gpu-shard: --rpc {self._servers(rpc.value)}" + (" (yours)" if rpc.origin == "user" else ""),
             f"gpu-shard: workers run the RPC server on port {plan.port}, one per node",
+            *(
+                []
+                if plan.leader.launch is not None and plan.leader.launch.recognised
+                else ["gpu-shard: the leader's command is not llama-server itself: it must pass LLAMA_ARG_* on and set no --rpc"]
+            ),
         ]
 
     def _servers(self, value: str | None) -> str:

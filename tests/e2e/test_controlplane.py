@@ -67,6 +67,17 @@ class Webhook:
         text = requests.get(self.server.url + "/metrics", verify=self.server.ca, timeout=5).text
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("gpu_shard_admissions_total{"))
 
+    def settled_admissions(self) -> float:
+        """The count once every worker has written what it counted (they flush each second: webhook.metrics.Tally)."""
+        previous = self.admissions()
+        for _ in range(12):
+            time.sleep(1.2)
+            current = self.admissions()
+            if current == previous:
+                return current
+            previous = current
+        raise AssertionError("admissions kept coming for 15 s: something keeps calling the webhook")
+
 
 @pytest.fixture(scope="module")
 def webhook(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
@@ -203,14 +214,13 @@ def bare_pod(name: str, labels: dict[str, str], gpus: str = "2") -> dict[str, An
 
 def test_objects_that_did_not_opt_in_never_reach_the_webhook(cluster: Cluster, webhook: Webhook) -> None:
     ns = namespace(cluster, "not-opted-in")
-    before = webhook.admissions()
+    before = webhook.settled_admissions()  # earlier tests' last admissions may still be on their way
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(bare_pod("plain", {"app": "plain"})))
     cluster.kubectl("apply", "-n", "kube-system", "-f", "-", stdin=json.dumps(bare_pod("system", {"gpu-shard.io/enabled": "true"})))
     plain_deployment = original_workloads(ROOT / "manifests" / "examples" / "tinyllama-cpu.yaml")["tinyllama"]
     cluster.kubectl("apply", "-n", ns, "-f", "-", stdin=json.dumps(plain_deployment))
     cluster.wait_for("pods", "-n", ns, "-l", "app=tinyllama")
-    time.sleep(1)
-    assert webhook.admissions() == before
+    assert webhook.settled_admissions() == before
     system = cluster.get_json("pod", "system", "-n", "kube-system")
     assert system["spec"]["containers"][0]["args"] == ["-m", "/m.gguf"]
 
