@@ -1197,6 +1197,11 @@ GROUP_CASES: tuple[GroupCase, ...] = (
         GroupExpect(denied=frozenset({"rpc-too-many-devices"})),
     ),
     GroupCase(
+        "LWS: a router leader (--models-preset, no -m) would share the workers between its children",
+        lws(3, group_template(leader(args=["--models-preset", "/presets/models.ini", "--host", "0.0.0.0"]))),
+        GroupExpect(denied=frozenset({"rpc-router-leader"})),
+    ),
+    GroupCase(
         "LWS: size 1 has no workers",
         lws(1, group_template(leader(gpus="2"))),
         GroupExpect(denied=frozenset({"lws-size"})),

@@ -48,6 +48,7 @@ from webhook.claims import NO_CLAIM_OBJECTS, ClaimObjects, judge_capacity
 from webhook.cluster import NO_CLUSTER, Cluster
 from webhook.config import Config
 from webhook.inventory import Inventory
+from webhook.launch import Channel
 from webhook.llamacpp import (
     DEVICE,
     GPU_LAYERS,
@@ -145,7 +146,7 @@ class Shape:
     size: int | None
     subdomain: str  # the DNS label between a pod's name and the namespace
     startup_policy: str
-    hostNetwork: bool
+    host_network: bool
     leader_template: dict[str, Any] | None  # None: the leader uses the worker template
     worker_template: dict[str, Any] | None
 
@@ -235,7 +236,7 @@ class GroupPlan:
     worker_gpus: GpuCount
     port: int
     rpc: str
-    channel: str  # where the leader's settings go: "args" or "env"
+    channel: Channel  # where the leader's settings go
     gpu_layers: str | None
     tensor_split: str | None
 
@@ -319,7 +320,7 @@ def plan_group(obj: Mapping[str, Any], config: Config, namespace: str = "", clai
                 "spec.startupPolicy",
             )
         )
-    if shape.hostNetwork:
+    if shape.host_network:
         problems.append(
             Violation(
                 "rpc-host-network",
@@ -332,6 +333,15 @@ def plan_group(obj: Mapping[str, Any], config: Config, namespace: str = "", clai
     worker = read_pod(_as_pod(shape.worker_template, shape.namespace, config), config, claims)
     if leader.target is None:
         problems += _prefixed(list(leader.problems), leader_field)
+    if leader.target is not None and leader.target.router:
+        problems.append(
+            Violation(
+                "rpc-router-leader",
+                "the leader names no model, so llama-server starts as a router with one child per model over the same "
+                "workers, and an RPC server serves one client at a time; set -m (one model per LeaderWorkerSet)",
+                f"{leader_field}.spec.containers[{leader.target.index}]",
+            )
+        )
     worker_target, worker_problems = _worker_target(worker, config)
     problems += worker_problems
     if leader.target is None or worker_target is None or problems:
@@ -800,7 +810,7 @@ def _capacity(plan: GroupPlan, cluster: Cluster, claims: ClaimObjects, config: C
     return [], []
 
 
-def _network_policy_warnings(shape: Shape, config: Config, cluster: Cluster) -> list[str]:
+def _network_policy_warnings(shape: Shape, port: int, config: Config, cluster: Cluster) -> list[str]:
     policies = cluster.network_policies
     if policies is None:
         return []
@@ -815,7 +825,7 @@ def _network_policy_warnings(shape: Shape, config: Config, cluster: Cluster) -> 
     if snapshot.selects(shape.namespace, worker_labels):
         return []
     return [
-        f"gpu-shard: no NetworkPolicy in {shape.namespace} selects the workers: their RPC port {RPC_PORT} (unauthenticated) "
+        f"gpu-shard: no NetworkPolicy in {shape.namespace} selects the workers: their RPC port {port} (unauthenticated) "
         "is open to every pod; apply the chart's rpcNetworkPolicy or manifests/examples/multinode/networkpolicy.yaml"
     ]
 
@@ -890,7 +900,7 @@ def review_group(obj: dict[str, Any], config: Config, namespace: str = "", clust
     found = _rules(planning, final, config)
     more, warnings = _capacity(plan, cluster, claims, config)
     found += more
-    warnings = [*planning.warnings, *warnings, *_network_policy_warnings(shape, config, cluster)]
+    warnings = [*planning.warnings, *warnings, *_network_policy_warnings(shape, plan.port, config, cluster)]
     return GroupReview(admitted, diff(obj, admitted), found, planning, report, warnings)
 
 

@@ -77,5 +77,6 @@ CODES: dict[str, str] = {
     "rpc-image-without-rpc": "An official llama.cpp image, built without the RPC backend, in a multi-node group.",
     "rpc-conflict": "A user-set --rpc, --device or split mode (or a loopback RPC bind) contradicts the multi-node plan.",
     "rpc-too-many-devices": "A group with more devices than llama.cpp schedules (15 besides the CPU).",
+    "rpc-router-leader": "A multi-node leader without a model (a router): its children would share RPC servers serving one client each.",
     "rpc-host-network": "hostNetwork exposes the unauthenticated RPC port on the node's address.",
 }
