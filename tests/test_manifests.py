@@ -88,7 +88,7 @@ def test_webhook_configurations_follow_the_guide(base: list[dict[str, Any]]) -> 
         assert excluded["key"] == "kubernetes.io/metadata.name" and excluded["operator"] == "NotIn"
         assert set(excluded["values"]) == EXCLUDED_NAMESPACES
         resources = {r for rule in hook["rules"] for r in rule["resources"]}
-        if resources in ({"pods"}, {"leaderworkersets"}):  # the object itself carries the label
+        if resources == {"pods"}:
             assert hook["objectSelector"] == {"matchLabels": {"gpu-shard.io/enabled": "true"}}
         else:
             assert "objectSelector" not in hook

@@ -194,6 +194,21 @@ def test_a_leaderworkerset_without_the_label_is_not_touched() -> None:
     assert decision.result == "allowed" and decision.response.patch is None
 
 
+def test_a_label_on_a_template_opts_the_leaderworkerset_in_as_on_a_deployment() -> None:
+    for template in ("workerTemplate", "leaderTemplate"):
+        obj = lws(3, labels={})
+        obj["spec"]["leaderWorkerTemplate"][template]["metadata"]["labels"]["gpu-shard.io/enabled"] = "true"
+        request = admission.Request("u1", "LeaderWorkerSet", "CREATE", "ai", "llama-70b", obj, None, False)
+        decision = admission.mutate(request, Config())
+        assert decision.result == "patched", template
+        admitted = jsonpatch.apply_patch(copy.deepcopy(obj), decision.response.patch)
+        for planned in templates(admitted):  # the pods LWS makes carry the label and a role: the pod webhook skips them
+            pod = as_pod(planned)
+            pod["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/name"] = "llama-70b"
+            if planned["metadata"]["labels"].get("gpu-shard.io/enabled") == "true":
+                assert group_member(pod, Config()) and review_pod(pod, Config()).patch == []
+
+
 def test_the_mutating_webhook_patches_and_the_validating_webhook_denies() -> None:
     case = group_case("LWS: 3 pods, GPU-less leader, 2 GPUs per worker: 4 devices over RPC")
     request = admission.Request("u1", "LeaderWorkerSet", "CREATE", "ai", "llama-70b", case.fresh(), None, True)

@@ -116,7 +116,10 @@ def group_member(pod: Mapping[str, Any], config: Config) -> bool:
 
 
 def opted_in(obj: Mapping[str, Any], config: Config) -> bool:
-    return labels_of(obj).get(config.enabled_label) == "true"
+    """The LeaderWorkerSet's own label, or a template's (where a Deployment carries it)."""
+    if labels_of(obj).get(config.enabled_label) == "true":
+        return True
+    return any(labels_of(_template(obj, path) or {}).get(config.enabled_label) == "true" for path in (LEADER_PATH, WORKER_PATH))
 
 
 # --- reading ---------------------------------------------------------------------------

@@ -149,3 +149,20 @@ def test_a_reapply_that_rewrites_the_leader_args_is_planned_again(cluster: Clust
     stored = cluster.get_json("leaderworkerset", "llama-70b", "-n", ns)
     args = stored["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]["args"]
     assert "16384" in args and args.count("--rpc") == 1 and args.count("--tensor-split") == 1
+
+
+def test_a_leaderworkerset_labelled_on_its_templates_is_planned_too(cluster: Cluster, webhook: Webhook) -> None:
+    """The opt-in where a Deployment carries it (the pod template): the shipped CEL matchConditions let it through."""
+    ns = namespace(cluster, "lws-template-label")
+    obj = yaml.safe_load(EXAMPLE.read_text())
+    del obj["metadata"]["labels"]["gpu-shard.io/enabled"]
+    obj["spec"]["leaderWorkerTemplate"]["workerTemplate"]["metadata"]["labels"]["gpu-shard.io/enabled"] = "true"
+    planned, _ = dry_run_until_planned(cluster, ns, yaml.safe_dump(obj))
+    assert "--rpc" in planned["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]["args"]
+    plain = yaml.safe_load(EXAMPLE.read_text())
+    del plain["metadata"]["labels"]["gpu-shard.io/enabled"]
+    plain["metadata"]["name"] = "not-opted-in"
+    before = webhook.settled_admissions()
+    result = cluster.kubectl("apply", "--dry-run=server", "-n", ns, "-o", "json", "-f", "-", stdin=yaml.safe_dump(plain))
+    assert "gpu-shard.io/status" not in json.loads(result.stdout)["metadata"].get("annotations", {})
+    assert webhook.settled_admissions() == before, "a LeaderWorkerSet that did not opt in never reaches the webhook"

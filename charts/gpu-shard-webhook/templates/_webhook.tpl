@@ -40,3 +40,13 @@ has({{ .template }}.metadata.labels) &&
 '{{ $label }}' in {{ .template }}.metadata.labels &&
 {{ .template }}.metadata.labels['{{ $label }}'] == 'true'
 {{- end -}}
+
+{{/* The CEL condition for a LeaderWorkerSet: its own label, or either template's (the Deployment habit). */}}
+{{- define "gsw.groupOptedIn" -}}
+{{- $label := printf "%s/enabled" (include "gsw.prefix" .) -}}
+(has(object.metadata.labels) && '{{ $label }}' in object.metadata.labels && object.metadata.labels['{{ $label }}'] == 'true') ||
+(has(object.spec.leaderWorkerTemplate) && has(object.spec.leaderWorkerTemplate.workerTemplate) &&
+{{- include "gsw.templateOptedIn" (dict "root" . "template" "object.spec.leaderWorkerTemplate.workerTemplate") | nindent 1 }}) ||
+(has(object.spec.leaderWorkerTemplate) && has(object.spec.leaderWorkerTemplate.leaderTemplate) &&
+{{- include "gsw.templateOptedIn" (dict "root" . "template" "object.spec.leaderWorkerTemplate.leaderTemplate") | nindent 1 }})
+{{- end -}}
