@@ -55,6 +55,7 @@ class FakeCluster:
         self.history: list[tuple[int, str, dict[str, Any]]] = []  # replayed to a watch that resumes
         self.served = set(COLLECTIONS)  # a test can take the DRA API away
         self.requests: list[str] = []
+        self.closed = False
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -68,6 +69,8 @@ class FakeCluster:
         return self
 
     def close(self) -> None:
+        with self.lock:
+            self.closed = True  # a watch that registers after this is dropped at once, as by a server gone away
         self.drop_watches()
         self.server.shutdown()
         self.server.server_close()
@@ -176,6 +179,8 @@ class FakeCluster:
                             if version > since and watched == path:
                                 events.put(event)
                         cluster.watchers.append((path, events))
+                        if cluster.closed:
+                            events.put(DROP)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")

@@ -14,7 +14,8 @@ from tests.cases import ENABLED, GROUP_CASES, GroupCase, group_case, lws
 from tests.expectations import contains_run
 from webhook import admission
 from webhook.config import Config
-from webhook.multinode import GATE_CONTAINER, gate_script, group_member, review_group, worker_script
+from webhook.multinode import GATE_CONTAINER, gate_script, review_group, worker_script
+from webhook.reading import group_member
 from webhook.review import review_pod
 from webhook.violation import CODES
 
@@ -176,13 +177,13 @@ def test_pods_lws_creates_from_a_planned_template_are_left_alone() -> None:
     for template in (leader_template, worker_template):
         pod = as_pod(template)
         pod["metadata"]["labels"] = {**pod["metadata"]["labels"], **ENABLED, "leaderworkerset.sigs.k8s.io/name": "llama-70b"}
-        assert group_member(pod, Config())
+        assert group_member(pod["metadata"]["labels"], Config())
         result = review_pod(pod, Config())
         assert result.patch == [] and result.violations == []
     # without LWS's label the role label alone does not exempt a pod
     pod = as_pod(worker_template)
     pod["metadata"]["labels"] = {**pod["metadata"]["labels"], **ENABLED}
-    assert not group_member(pod, Config())
+    assert not group_member(pod["metadata"]["labels"], Config())
     assert review_pod(pod, Config()).violations
 
 
@@ -206,7 +207,7 @@ def test_a_label_on_a_template_opts_the_leaderworkerset_in_as_on_a_deployment() 
             pod = as_pod(planned)
             pod["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/name"] = "llama-70b"
             if planned["metadata"]["labels"].get("gpu-shard.io/enabled") == "true":
-                assert group_member(pod, Config()) and review_pod(pod, Config()).patch == []
+                assert group_member(pod["metadata"]["labels"], Config()) and review_pod(pod, Config()).patch == []
 
 
 def test_the_mutating_webhook_patches_and_the_validating_webhook_denies() -> None:

@@ -8,15 +8,16 @@ that need it are skipped with a warning (fail open).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from webhook.claims import NO_CLAIM_OBJECTS, ClaimObjects, judge_capacity
 from webhook.config import Config
 from webhook.inventory import Inventory, judge
 from webhook.networkpolicy import PolicySnapshot
 from webhook.objects import container_field
-from webhook.plan import Planning
+from webhook.plan import GpuCount, Planning
 from webhook.violation import Violation
 
 
@@ -36,16 +37,25 @@ class Cluster:
 NO_CLUSTER = Cluster()
 
 
-def cluster_rules(planning: Planning, claims: ClaimObjects, cluster: Cluster, config: Config) -> tuple[list[Violation], list[str]]:
-    """Capacity and placement violations and warnings for a planned pod."""
-    plan = planning.plan
-    if plan is None or cluster.nodes is None or not plan.gpus.count:
+def judge_placement(
+    gpus: GpuCount, node_expressions: Sequence[Mapping[str, Any]], where: str, claims: ClaimObjects, cluster: Cluster, config: Config
+) -> tuple[list[Violation], list[str]]:
+    """Capacity and placement violations and warnings for a pod holding ``gpus``, placed by ``node_expressions``."""
+    if cluster.nodes is None or not gpus.count:
         return [], []
-    if plan.gpus.source == "claim":
+    if gpus.source == "claim":
         if not claims.synced:
             return [], ["gpu-shard: claim capacity not checked: the DRA objects are not synced (API server unreachable?)"]
-        return judge_capacity(plan.gpus.count, (plan.gpus.resource or "",), claims, container_field(plan.index, "resources"))
+        return judge_capacity(gpus.count, (gpus.resource or "",), claims, where)
     inventory = cluster.nodes()
     if not inventory.synced:
         return [], ["gpu-shard: cluster checks skipped: the node inventory is not synced (API server unreachable?)"]
-    return judge(plan, inventory, config)
+    return judge(gpus.resource or "", gpus.count, node_expressions, where, inventory, config)
+
+
+def cluster_rules(planning: Planning, claims: ClaimObjects, cluster: Cluster, config: Config) -> tuple[list[Violation], list[str]]:
+    """Capacity and placement violations and warnings for a planned pod."""
+    plan = planning.plan
+    if plan is None:
+        return [], []
+    return judge_placement(plan.gpus, plan.node_expressions, container_field(plan.index, "resources"), claims, cluster, config)

@@ -11,13 +11,12 @@ never "free right now", so a busy cluster never causes a rejection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.config import Config
-from webhook.objects import as_dict, as_list, container_field, parse_quantity
-from webhook.plan import ShardingPlan
+from webhook.objects import as_dict, as_list, parse_quantity
 from webhook.violation import Violation
 
 EXTRA_LABELS = ("nvidia.com/gpu.memory", "cloud.google.com/gke-accelerator")
@@ -95,15 +94,21 @@ def expression_matches(expression: Mapping[str, Any], labels: Mapping[str, str])
     return False
 
 
-def judge(plan: ShardingPlan, inventory: Inventory, config: Config) -> tuple[list[Violation], list[str]]:
-    """Violations and warnings for a pod that will need ``plan.gpus`` extended-resource GPUs on one node."""
-    resource, gpus = plan.gpus.resource or "", plan.gpus.count or 0
-    where = container_field(plan.index, "resources")
+def largest_node(inventory: Inventory, resource: str) -> NodeFacts | None:
+    """The schedulable node with the most allocatable ``resource``; None when no node has any."""
+    gpu_nodes = [n for n in inventory.nodes.values() if not n.unschedulable and n.gpus.get(resource, 0) > 0]
+    return max(gpu_nodes, key=lambda n: (n.gpus[resource], n.name)) if gpu_nodes else None
+
+
+def judge(
+    resource: str, gpus: int, node_expressions: Sequence[Mapping[str, Any]], where: str, inventory: Inventory, config: Config
+) -> tuple[list[Violation], list[str]]:
+    """Violations and warnings for a pod that will need ``gpus`` of ``resource`` on one node, placed by ``node_expressions``."""
     schedulable = [n for n in inventory.nodes.values() if not n.unschedulable]
-    gpu_nodes = [n for n in schedulable if n.gpus.get(resource, 0) > 0]
-    if not gpu_nodes:
+    largest = largest_node(inventory, resource)
+    if largest is None:
         return [], [f"gpu-shard: no schedulable node has {resource} now; capacity not checked (an autoscaler may add nodes)"]
-    largest = max(gpu_nodes, key=lambda n: (n.gpus[resource], n.name))
+    gpu_nodes = [n for n in schedulable if n.gpus.get(resource, 0) > 0]
     if gpus > largest.gpus[resource]:
         return [
             Violation(
@@ -115,7 +120,7 @@ def judge(plan: ShardingPlan, inventory: Inventory, config: Config) -> tuple[lis
         ], []
 
     warnings: list[str] = []
-    expressions = list(plan.node_expressions)
+    expressions = list(node_expressions)
     if expressions and not any(config.gpu_count_label in n.labels for n in schedulable):
         warnings.append(
             f"gpu-shard: no node has the label {config.gpu_count_label}, so the injected affinity matches none; "

@@ -45,6 +45,7 @@ INJECTED_SPELLING = {
     SPLIT_MODE: "--split-mode",
     TENSOR_SPLIT: "--tensor-split",
     FIT: "--fit",
+    RPC: "--rpc",  # a multi-node group's leader (webhook.multinode)
 }
 
 # Options that only mean something when the container has a GPU.

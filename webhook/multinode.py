@@ -4,7 +4,7 @@ A LeaderWorkerSet (``leaderworkerset.x-k8s.io/v1``, kubernetes-sigs/lws) labelle
 ``gpu-shard.io/enabled: "true"`` is planned and mutated *as an object*: both templates
 are visible at once, so the decision is made once at apply time (``--dry-run=server``
 shows it) and the pods LWS creates from the templates are already right. The pod
-webhook leaves those pods alone (:func:`group_member`); rejecting a pod LWS creates
+webhook leaves those pods alone (:func:`webhook.reading.group_member`); rejecting a pod LWS creates
 would only produce endless FailedCreate events.
 
 Group ``g`` of LeaderWorkerSet ``lws`` is the leader pod ``lws-g`` and the workers
@@ -44,15 +44,14 @@ from typing import Any
 
 import orjson
 
-from webhook.claims import NO_CLAIM_OBJECTS, ClaimObjects, judge_capacity
-from webhook.cluster import NO_CLUSTER, Cluster
+from webhook.claims import NO_CLAIM_OBJECTS, ClaimObjects
+from webhook.cluster import NO_CLUSTER, Cluster, judge_placement
 from webhook.config import Config
-from webhook.inventory import Inventory
+from webhook.inventory import largest_node
 from webhook.launch import Channel
 from webhook.llamacpp import (
     DEVICE,
     GPU_LAYERS,
-    INJECTED_SPELLING,
     MAX_TENSOR_SPLIT_VALUES,
     MODEL_KEYS,
     RPC,
@@ -61,18 +60,19 @@ from webhook.llamacpp import (
     option_table,
     parse_options,
 )
-from webhook.objects import as_dict, as_list, labels_of
+from webhook.mutation import inject_settings
+from webhook.objects import absent_or, as_dict, as_list, labels_of
 from webhook.patch import Operation, diff
-from webhook.plan import GpuCount, decide_count, read_annotations
-from webhook.reading import ContainerReading, PodReading, read_pod
-from webhook.report import Reported, previous_origins, reported_settings
-from webhook.rules import RULES, Context, image_backend, visible_devices
-from webhook.scheduling import conventional_taint, gpu_node_expressions, with_gpu_toleration, with_node_expressions
+from webhook.plan import GpuCount, decide_count, placement, read_annotations
+from webhook.reading import LWS_NAME_LABEL, ContainerReading, PodReading, read_pod, reread_target, role_label
+from webhook.report import Reported, reported_settings
+from webhook.rules import RULES, Context, device_count, image_backend, split_mode, visible_devices
+from webhook.scheduling import with_gpu_toleration, with_node_expressions
 from webhook.violation import Violation
+from webhook.workloads import template_at
 
 KIND = "LeaderWorkerSet"
-API_GROUP = "leaderworkerset.x-k8s.io"
-NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+NAME_LABEL = LWS_NAME_LABEL
 GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
 HOSTNAME = "kubernetes.io/hostname"
 RPC_PORT = 50052  # ggml-rpc-server's default port
@@ -99,37 +99,19 @@ REPORTED_KEYS: tuple[tuple[str, str], ...] = (
     (SPLIT_MODE, "splitMode"),
     (TENSOR_SPLIT, "tensorSplit"),
 )
-SPELLING = {**INJECTED_SPELLING, RPC: "--rpc"}
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Options of ggml-rpc-server (and of the older rpc-server: --mem) that llama-server does not have.
 RPC_ONLY_OPTIONS = frozenset({"-H", "-p", "-d", "--cache", "--mem"})
-
-
-def role_label(config: Config) -> str:
-    return config.annotation("rpc-role")
-
-
-def group_member(pod: Mapping[str, Any], config: Config) -> bool:
-    """A pod LWS made from a template this webhook planned: it is already right, and judged at the LeaderWorkerSet."""
-    labels = labels_of(pod)
-    return NAME_LABEL in labels and labels.get(role_label(config)) in ("leader", "worker")
 
 
 def opted_in(obj: Mapping[str, Any], config: Config) -> bool:
     """The LeaderWorkerSet's own label, or a template's (where a Deployment carries it)."""
     if labels_of(obj).get(config.enabled_label) == "true":
         return True
-    return any(labels_of(_template(obj, path) or {}).get(config.enabled_label) == "true" for path in (LEADER_PATH, WORKER_PATH))
+    return any(labels_of(template_at(obj, path) or {}).get(config.enabled_label) == "true" for path in (LEADER_PATH, WORKER_PATH))
 
 
 # --- reading ---------------------------------------------------------------------------
-
-
-def _template(obj: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
-    node: Any = obj
-    for key in path:
-        node = as_dict(node).get(key)
-    return node if isinstance(node, dict) else None
 
 
 def _as_pod(template: Mapping[str, Any], namespace: str, config: Config) -> dict[str, Any]:
@@ -161,8 +143,8 @@ def read_shape(obj: Mapping[str, Any], namespace: str) -> Shape:
     size = group.get("size", 1)
     name = str(metadata.get("name") or "")
     policy = as_dict(spec.get("networkConfig")).get("subdomainPolicy") or "Shared"
-    leader = _template(obj, LEADER_PATH)
-    worker = _template(obj, WORKER_PATH)
+    leader = template_at(obj, LEADER_PATH)
+    worker = template_at(obj, WORKER_PATH)
     host_network = any(as_dict(as_dict(t).get("spec")).get("hostNetwork") is True for t in (leader, worker) if t)
     return Shape(
         name,
@@ -230,6 +212,9 @@ def read_worker_launch(container: Mapping[str, Any]) -> WorkerLaunch | None:
 # --- planning --------------------------------------------------------------------------
 
 
+Placement = tuple[str | None, list[dict[str, Any]]]  # (taint to tolerate, required node expressions): plan.placement
+
+
 @dataclass(slots=True)  # a value, never mutated: slots because it is built per admission
 class GroupPlan:
     size: int
@@ -242,6 +227,9 @@ class GroupPlan:
     channel: Channel  # where the leader's settings go
     gpu_layers: str | None
     tensor_split: str | None
+    worker_launch: WorkerLaunch | None  # the RPC server the worker template already starts; None: the webhook writes it
+    leader_placement: Placement
+    worker_placement: Placement
 
     @property
     def workers(self) -> int:
@@ -392,7 +380,8 @@ def plan_group(obj: Mapping[str, Any], config: Config, namespace: str = "", clai
     if problems or leader_count is None or worker_count is None or shape.size is None:
         return GroupPlanning(shape, None, leader, worker, tuple(problems), tuple(warnings))
 
-    worker_launch = read_worker_launch(worker_target.container) or WorkerLaunch(ours=True)
+    worker_launch = read_worker_launch(worker_target.container)
+    port = worker_launch.port if worker_launch is not None else RPC_PORT
     workers = shape.size - 1
     devices = workers * (worker_count.count or 0) + (leader_count.count or 0)
     if devices > MAX_DEVICES:
@@ -423,11 +412,14 @@ def plan_group(obj: Mapping[str, Any], config: Config, namespace: str = "", clai
         worker_target,
         leader_count,
         worker_count,
-        worker_launch.port,
-        rpc_servers(shape, workers, worker_launch.port),
+        port,
+        rpc_servers(shape, workers, port),
         "env" if leader.target.router or leader.target.launch is None else leader.target.launch.channel,
         asked.gpu_layers,
         tensor_split,
+        worker_launch,
+        placement(leader_count, leader.target, (), config),
+        placement(worker_count, worker_target, (), config),
     )
     return GroupPlanning(shape, plan, leader, worker, (), tuple(warnings))
 
@@ -441,9 +433,9 @@ def _env(name: str, field_path: str) -> dict[str, Any]:
 
 def _with_env(container: dict[str, Any], variables: list[dict[str, Any]]) -> None:
     """Variables the webhook's values refer to, before every later use (the kubelet expands in order)."""
-    current = as_list(container.get("env"))
-    if container.get("env") is not None and not isinstance(container.get("env"), list):
+    if not absent_or(container.get("env"), list):
         return
+    current = as_list(container.get("env"))
     names = {as_dict(v).get("name") for v in current}
     missing = [v for v in variables if v["name"] not in names]
     if missing:
@@ -474,16 +466,9 @@ def _with_anti_affinity(affinity: Any, term: dict[str, Any]) -> Any:
     return {**as_dict(affinity), "podAntiAffinity": {**anti, "requiredDuringSchedulingIgnoredDuringExecution": [*(required or []), term]}}
 
 
-def _placed(spec: dict[str, Any], count: GpuCount, reading: ContainerReading, config: Config) -> None:
+def _placed(spec: dict[str, Any], where: Placement) -> None:
     """Node affinity and toleration by this pod's own GPU count, as for a single pod."""
-    gpus = count.count or 0
-    if not gpus:
-        return
-    if count.source == "claim":
-        toleration, expressions = conventional_taint(reading.gpus.vendor), []
-    else:
-        toleration = count.resource
-        expressions = gpu_node_expressions(gpus, (), count.resource or "", reading.image.backend == "cuda13", config)
+    toleration, expressions = where
     tolerations = with_gpu_toleration(spec.get("tolerations"), toleration)
     if tolerations is not spec.get("tolerations"):
         spec["tolerations"] = tolerations
@@ -536,17 +521,9 @@ def gate_script(workers: int, subdomain: str, port: int) -> str:
 
 
 def _leader_container(container: dict[str, Any], plan: GroupPlan) -> None:
-    present = plan.leader.settings
-    missing = [(key, value) for key, value in plan.leader_settings() if present.effective(key) is None]
+    # The names the settings refer to come first: the kubelet expands $(VAR) from variables defined before.
     _with_env(container, [_env(POD_NAME_VAR, "metadata.name"), _env(POD_NAMESPACE_VAR, "metadata.namespace")])
-    if not missing:
-        return
-    if plan.channel == "args":
-        if present.incomplete or not (container.get("args") is None or isinstance(container.get("args"), list)):
-            return  # the rules deny it: appended tokens would become a dangling option's value
-        container["args"] = [*as_list(container.get("args")), *(t for key, value in missing for t in (SPELLING[key], value))]
-    elif isinstance(container.get("env"), list):
-        container["env"] = [*container["env"], *({"name": key, "value": value} for key, value in missing)]
+    inject_settings(container, plan.leader_settings(), plan.channel, plan.leader)
 
 
 def _gate(leader: dict[str, Any], plan: GroupPlan, shape: Shape) -> dict[str, Any]:
@@ -560,7 +537,7 @@ def _gate(leader: dict[str, Any], plan: GroupPlan, shape: Shape) -> dict[str, An
 
 
 def _worker_container(container: dict[str, Any], plan: GroupPlan) -> None:
-    launch = read_worker_launch(container)
+    launch = plan.worker_launch
     if launch is None:
         container["command"] = ["sh", "-c", worker_script(plan.port)]
         container.pop("args", None)
@@ -571,38 +548,37 @@ def _worker_container(container: dict[str, Any], plan: GroupPlan) -> None:
         if "httpGet" in as_dict(container.get(probe)):
             container.pop(probe)
     ports = container.get("ports")
-    if (ports is None or isinstance(ports, list)) and not any(as_dict(p).get("containerPort") == plan.port for p in as_list(ports)):
+    if absent_or(ports, list) and not any(as_dict(p).get("containerPort") == plan.port for p in as_list(ports)):
         kept = [p for p in as_list(ports) if as_dict(p).get("name") != "rpc"]
         container["ports"] = [*kept, {"name": "rpc", "containerPort": plan.port, "protocol": "TCP"}]
     mounts = container.get("volumeMounts")
-    if (mounts is None or isinstance(mounts, list)) and not any(as_dict(m).get("name") == CACHE_VOLUME for m in as_list(mounts)):
+    if absent_or(mounts, list) and not any(as_dict(m).get("name") == CACHE_VOLUME for m in as_list(mounts)):
         container["volumeMounts"] = [*as_list(mounts), {"name": CACHE_VOLUME, "mountPath": CACHE_PATH}]
 
 
-def _mutated_template(
-    template: dict[str, Any], plan: GroupPlan, role: str, shape: Shape, config: Config, status: str, leader_has_gpus: bool
-) -> dict[str, Any]:
+def _planned_spec(template: dict[str, Any], plan: GroupPlan, role: str, shape: Shape, config: Config) -> dict[str, Any]:
+    """A template's spec as the plan makes it; the input is never modified."""
     spec = copy.deepcopy(as_dict(template.get("spec")))
-    containers = as_list(spec.get("containers"))
+    leader_has_gpus = bool(plan.leader_gpus.count)
     reading = plan.leader if role == "leader" else plan.worker
-    container = as_dict(containers[reading.index])
+    container = as_dict(as_list(spec.get("containers"))[reading.index])
     if role == "leader":
         _leader_container(container, plan)
         init = as_list(spec.get("initContainers"))
-        if isinstance(spec.get("initContainers", []), list) and not any(as_dict(c).get("name") == GATE_CONTAINER for c in init):
+        if absent_or(spec.get("initContainers"), list) and not any(as_dict(c).get("name") == GATE_CONTAINER for c in init):
             spec["initContainers"] = [*init, _gate(container, plan, shape)]
-        _placed(spec, plan.leader_gpus, plan.leader, config)
+        _placed(spec, plan.leader_placement)
         if leader_has_gpus:
             spec["affinity"] = _with_anti_affinity(spec.get("affinity"), _anti_affinity(shape, ("leader", "worker"), config))
     else:
         _worker_container(container, plan)
         volumes = spec.get("volumes")
-        if (volumes is None or isinstance(volumes, list)) and not any(as_dict(v).get("name") == CACHE_VOLUME for v in as_list(volumes)):
+        if absent_or(volumes, list) and not any(as_dict(v).get("name") == CACHE_VOLUME for v in as_list(volumes)):
             spec["volumes"] = [*as_list(volumes), {"name": CACHE_VOLUME, "emptyDir": {}}]
-        _placed(spec, plan.worker_gpus, plan.worker, config)
+        _placed(spec, plan.worker_placement)
         roles = ("leader", "worker") if leader_has_gpus else ("worker",)
         spec["affinity"] = _with_anti_affinity(spec.get("affinity"), _anti_affinity(shape, roles, config))
-    return {**template, "metadata": _labelled(template, role, config, status), "spec": spec}
+    return spec
 
 
 # --- the report ------------------------------------------------------------------------
@@ -679,28 +655,18 @@ class GroupReport:
         return "; ".join(line.removeprefix("gpu-shard: ") for line in self.lines())
 
 
-def written_rpc(reading: ContainerReading) -> str | None:
-    """``--rpc`` as the container spec writes it: ``$(GPU_SHARD_POD_NAME)-1.…`` stays a template, per pod."""
+def rpc_text(key: str, reading: ContainerReading) -> str | None:
+    """``--rpc`` as the container spec writes it when only the pod's own name is filled in per pod
+    (``$(GPU_SHARD_POD_NAME)-1.…``): a template that can be stated and compared; None otherwise."""
+    if key != RPC:
+        return None
+    text = None
     if reading.launch is not None:
         values = [o.values[0] for o in parse_options(reading.launch.option_tokens) if o.key == RPC and o.values]
-        if values:
-            return str(values[-1])
-    value = reading.environment.values.get(RPC)
-    return None if value is None else str(value)
-
-
-def rpc_reported(before: ContainerReading, after: ContainerReading, previous_status: Any) -> Reported:
-    """``--rpc`` of the final leader: the user's or the webhook's, as written (its names depend on each pod's own)."""
-    setting = after.settings.effective(RPC)
-    if setting is None:
-        return Reported(RPC, None, "default", "")
-    text = setting.value if setting.value is not None else written_rpc(after)
-    if setting.value is None and (text is None or POD_NAME_VAR not in text):
-        return Reported(RPC, None, "unknown", setting.hidden_in or "valueFrom", setting.source)
-    earlier = before.settings.effective(RPC)
-    written = previous_origins(previous_status).get("rpc")
-    ours = earlier is None or (written is not None and written[0] == f"webhook:{setting.spelling}" and written[1] == text)
-    return Reported(RPC, text, "webhook" if ours else "user", setting.spelling, setting.source)
+        text = str(values[-1]) if values else None
+    if text is None and reading.environment.values.get(RPC) is not None:
+        text = str(reading.environment.values[RPC])
+    return text if text is not None and POD_NAME_VAR in text else None
 
 
 # --- the rules -------------------------------------------------------------------------
@@ -712,8 +678,8 @@ def _conflicts(plan: GroupPlan, leader_field: str) -> list[Violation]:
     settings = plan.leader.settings
     where = f"{leader_field}.spec.containers[{plan.leader.index}]"
     rpc = settings.effective(RPC)
-    text = written_rpc(plan.leader) if rpc is not None and rpc.value is None else rpc.value if rpc is not None else None
-    if rpc is not None and text is not None and text != plan.rpc and (rpc.value is not None or POD_NAME_VAR in text):
+    text = None if rpc is None else rpc.value if rpc.value is not None else rpc_text(RPC, plan.leader)
+    if rpc is not None and text is not None and text != plan.rpc:
         found.append(
             Violation(
                 "rpc-conflict",
@@ -759,7 +725,7 @@ def _images(plan: GroupPlan, leader_field: str, config: Config) -> list[Violatio
                 )
             )
             break
-    launch = read_worker_launch(plan.worker.container)
+    launch = plan.worker_launch
     if launch is not None and not launch.ours and launch.host in _LOOPBACK:
         found.append(
             Violation(
@@ -772,45 +738,26 @@ def _images(plan: GroupPlan, leader_field: str, config: Config) -> list[Violatio
 
 
 def _capacity(plan: GroupPlan, cluster: Cluster, claims: ClaimObjects, config: Config) -> tuple[list[Violation], list[str]]:
-    """Workers must fit a node; the whole group must not (one node would be faster, with no network in the way)."""
-    if cluster.nodes is None:
-        return [], []
+    """Workers must fit a node, as any pod (:func:`webhook.cluster.judge_placement`); the whole group must not: one node
+    would be faster, with no network in the way."""
     worker_where = f"{WORKER_FIELD}.spec.containers[{plan.worker.index}].resources"
-    total = plan.devices
-    if plan.worker_gpus.source == "claim":
-        if not claims.synced:
-            return [], ["gpu-shard: claim capacity not checked: the DRA objects are not synced"]
-        found, warnings = judge_capacity(plan.worker_gpus.count or 0, (plan.worker_gpus.resource or "",), claims, worker_where)
+    found, warnings = judge_placement(plan.worker_gpus, plan.worker_placement[1], worker_where, claims, cluster, config)
+    if found or warnings or cluster.nodes is None or plan.worker_gpus.source == "claim":
         return found, warnings
-    inventory: Inventory = cluster.nodes()
-    if not inventory.synced:
-        return [], ["gpu-shard: cluster checks skipped: the node inventory is not synced (API server unreachable?)"]
     resource = plan.worker_gpus.resource or ""
-    nodes = [n for n in inventory.nodes.values() if not n.unschedulable and n.gpus.get(resource, 0) > 0]
-    if not nodes:
-        return [], [f"gpu-shard: no schedulable node has {resource} now; capacity not checked (an autoscaler may add nodes)"]
-    largest = max(nodes, key=lambda n: (n.gpus[resource], n.name))
-    held = largest.gpus[resource]
-    if (plan.worker_gpus.count or 0) > held:
-        return [
-            Violation(
-                "exceeds-cluster-capacity",
-                f"each worker asks for {plan.worker_gpus.count} {resource} but the largest schedulable node ({largest.name}) has {held}; "
-                f"ask for at most {held} per worker",
-                worker_where,
-            )
-        ], []
+    largest = largest_node(cluster.nodes(), resource)
+    total = plan.devices
     one_resource = not plan.leader_gpus.count or (plan.leader_gpus.resource or resource) == resource
-    if one_resource and total <= held and total <= config.max_gpus_per_node:
-        return [
+    if largest is not None and one_resource and total <= largest.gpus[resource] and total <= config.max_gpus_per_node:
+        found.append(
             Violation(
                 "lws-fits-one-node",
-                f"the group's {total} GPUs fit on one node ({largest.name} has {held} {resource}); "
+                f"the group's {total} GPUs fit on one node ({largest.name} has {largest.gpus[resource]} {resource}); "
                 f"use a Deployment with {total} GPUs: faster, and no network in the inference path",
                 "spec.leaderWorkerTemplate.size",
             )
-        ], []
-    return [], []
+        )
+    return found, warnings
 
 
 def _network_policy_warnings(shape: Shape, port: int, config: Config, cluster: Cluster) -> list[str]:
@@ -853,28 +800,25 @@ class GroupReview:
         return self.report.summary() if self.report else None
 
 
-def _rules(planning: GroupPlanning, final: GroupPlanning, config: Config) -> list[Violation]:
+def _rules(planning: GroupPlanning, final_leader: PodReading, config: Config) -> list[Violation]:
     plan = planning.plan
-    assert plan is not None and final.leader is not None and final.leader.target is not None
+    assert plan is not None and final_leader.target is not None and planning.worker is not None
     leader_field = LEADER_FIELD if planning.shape.leader_template is not None else WORKER_FIELD
     found = _conflicts(plan, leader_field) + _images(plan, leader_field, config)
-    # The leader's options are judged as for a pod with every device of the group: the split covers them all.
+    # The leader's options are judged as for a pod with every device of the group (the split covers them all);
+    # its image and device visibility against its own GPUs; the split mode and --device by _conflicts.
     total = replace(plan.leader_gpus, count=plan.devices, source="limits", resource=plan.worker_gpus.resource)
-    group_ctx = Context(final.leader, final.leader.target, total, config)
-    local_ctx = Context(final.leader, final.leader.target, plan.leader_gpus, config)
+    group_ctx = Context(final_leader, final_leader.target, total, config)
+    local_ctx = Context(final_leader, final_leader.target, plan.leader_gpus, config)
     for rule in RULES:
         if rule in (visible_devices, image_backend):
             found += _prefixed(rule(local_ctx), leader_field)
-        elif rule.__name__ not in ("device_count", "split_mode"):
+        elif rule not in (device_count, split_mode):
             found += _prefixed(rule(group_ctx), leader_field)
-    assert final.worker is not None
-    worker_ctx = Context(final.worker, plan.worker, plan.worker_gpus, config)
+    # The worker's environment is the user's: the webhook adds no visibility variable to it.
+    worker_ctx = Context(planning.worker, plan.worker, plan.worker_gpus, config)
     found += _prefixed(image_backend(worker_ctx) + visible_devices(worker_ctx), WORKER_FIELD)
-    unique: list[Violation] = []
-    for violation in found:
-        if violation not in unique:
-            unique.append(violation)
-    return unique
+    return list(dict.fromkeys(found))
 
 
 def review_group(obj: dict[str, Any], config: Config, namespace: str = "", cluster: Cluster = NO_CLUSTER) -> GroupReview:
@@ -884,46 +828,32 @@ def review_group(obj: dict[str, Any], config: Config, namespace: str = "", clust
     plan = planning.plan
     if plan is None:
         return GroupReview(obj, [], list(planning.problems), planning, None, list(planning.warnings))
+    assert planning.leader is not None
     shape = planning.shape
     leader_template = shape.leader_template or shape.worker_template
     assert leader_template is not None and shape.worker_template is not None
-    leader_has_gpus = bool(plan.leader_gpus.count)
+    leader_spec = _planned_spec(leader_template, plan, "leader", shape, config)
+    worker_spec = _planned_spec(shape.worker_template, plan, "worker", shape, config)
 
-    # Mutate with a placeholder status, read the result, then write the status it states.
-    draft = _assemble(obj, plan, shape, config, "{}", "{}", leader_template, leader_has_gpus)
-    final = plan_group(draft, config, namespace, claims)
-    assert final.leader is not None and final.leader.target is not None
+    # The report is read off the leader as it will run (only its llama.cpp container changed), as for a pod.
+    final_leader = reread_target(
+        planning.leader, _as_pod({**leader_template, "spec": leader_spec}, shape.namespace, config), config, claims
+    )
+    assert final_leader.target is not None
     previous = as_dict(as_dict(leader_template.get("metadata")).get("annotations")).get(config.annotation("status"))
-    settings = [
-        rpc_reported(plan.leader, final.leader.target, previous),
-        *reported_settings(plan.leader, final.leader.target, previous, REPORTED_KEYS[1:]),
-    ]
-    report = GroupReport(plan, tuple(settings), shape.name)
-    admitted = _assemble(obj, plan, shape, config, report.status(), report.worker_status(), leader_template, leader_has_gpus)
-    found = _rules(planning, final, config)
-    more, warnings = _capacity(plan, cluster, claims, config)
-    found += more
-    warnings = [*planning.warnings, *warnings, *_network_policy_warnings(shape, plan.port, config, cluster)]
-    return GroupReview(admitted, diff(obj, admitted), found, planning, report, warnings)
+    report = GroupReport(plan, tuple(reported_settings(plan.leader, final_leader.target, previous, REPORTED_KEYS, rpc_text)), shape.name)
 
-
-def _assemble(
-    obj: dict[str, Any],
-    plan: GroupPlan,
-    shape: Shape,
-    config: Config,
-    status: str,
-    worker_status: str,
-    leader_template: dict[str, Any],
-    leader_has_gpus: bool,
-) -> dict[str, Any]:
-    spec = dict(as_dict(obj.get("spec")))
-    group = dict(as_dict(spec.get("leaderWorkerTemplate")))
-    group["leaderTemplate"] = _mutated_template(leader_template, plan, "leader", shape, config, status, leader_has_gpus)
-    assert shape.worker_template is not None
-    group["workerTemplate"] = _mutated_template(shape.worker_template, plan, "worker", shape, config, worker_status, leader_has_gpus)
-    spec["leaderWorkerTemplate"] = group
+    status = report.status()
+    group = dict(as_dict(as_dict(obj.get("spec")).get("leaderWorkerTemplate")))
+    group["leaderTemplate"] = {**leader_template, "metadata": _labelled(leader_template, "leader", config, status), "spec": leader_spec}
+    worker_metadata = _labelled(shape.worker_template, "worker", config, report.worker_status())
+    group["workerTemplate"] = {**shape.worker_template, "metadata": worker_metadata, "spec": worker_spec}
     metadata = dict(as_dict(obj.get("metadata")))
-    if metadata.get("annotations") is None or isinstance(metadata.get("annotations"), dict):
+    if absent_or(metadata.get("annotations"), dict):
         metadata["annotations"] = {**as_dict(metadata.get("annotations")), config.annotation("status"): status}
-    return {**obj, "metadata": metadata, "spec": spec}
+    admitted = {**obj, "metadata": metadata, "spec": {**as_dict(obj.get("spec")), "leaderWorkerTemplate": group}}
+
+    found = _rules(planning, final_leader, config)
+    more, warnings = _capacity(plan, cluster, claims, config)
+    warnings = [*planning.warnings, *warnings, *_network_policy_warnings(shape, plan.port, config, cluster)]
+    return GroupReview(admitted, diff(obj, admitted), [*found, *more], planning, report, warnings)

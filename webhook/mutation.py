@@ -19,9 +19,10 @@ from typing import Any
 
 from webhook.claims import ClaimObjects
 from webhook.config import Config
+from webhook.launch import Channel
 from webhook.llamacpp import INJECTED_SPELLING
-from webhook.objects import as_dict, as_list
-from webhook.plan import Planning, ShardingPlan
+from webhook.objects import absent_or, as_dict, as_list
+from webhook.plan import Planning
 from webhook.reading import ContainerReading, PodReading, reread_target
 from webhook.report import Report, build_report
 from webhook.scheduling import with_gpu_toleration, with_node_expressions
@@ -44,7 +45,7 @@ def mutate(reading: PodReading, planning: Planning, config: Config, claims: Clai
     spec = dict(pod["spec"])
     containers = list(spec["containers"])
     container = dict(containers[plan.index])
-    _inject_settings(container, plan, reading.target)
+    inject_settings(container, plan.settings(), plan.channel, reading.target)
     if plan.gpus.set_count and plan.gpus.resource is not None and plan.gpus.count is not None:
         _set_gpu_count(container, plan.gpus.resource, plan.gpus.count)
     containers[plan.index] = container
@@ -62,21 +63,22 @@ def mutate(reading: PodReading, planning: Planning, config: Config, claims: Clai
     status_key = config.annotation("status")
     report = build_report(plan, reading.target, mutated.target, reading.annotations, status_key)
     metadata = dict(as_dict(pod.get("metadata")))
-    if _absent_or(metadata.get("annotations"), dict):  # else malformed, as above
+    if absent_or(metadata.get("annotations"), dict):  # else malformed, as above
         metadata["annotations"] = {**as_dict(metadata.get("annotations")), status_key: report.status()}
     final = {**pod, "metadata": metadata, "spec": spec}
     return Mutation(final, mutated, report)
 
 
-def _inject_settings(container: dict[str, Any], plan: ShardingPlan, target: ContainerReading) -> None:
+def inject_settings(container: dict[str, Any], wanted: list[tuple[str, str]], channel: Channel, target: ContainerReading) -> None:
+    """Each (option key, value) the container does not set yet, as flags or ``LLAMA_ARG_*`` (``target`` reads ``container``)."""
     present = target.settings
-    missing = [(key, value) for key, value in plan.settings() if present.effective(key) is None]
+    missing = [(key, value) for key, value in wanted if present.effective(key) is None]
     if not missing:
         return
-    field = "args" if plan.channel == "args" else "env"
-    if not _absent_or(container.get(field), list):
+    field = "args" if channel == "args" else "env"
+    if not absent_or(container.get(field), list):
         return  # malformed: the API server's to refuse, not ours to rewrite into something valid
-    if plan.channel == "args":
+    if channel == "args":
         if present.incomplete:
             return  # appended tokens would become the dangling option's value; the rules deny it
         tokens = [token for key, value in missing for token in (INJECTED_SPELLING[key], value)]
@@ -85,14 +87,10 @@ def _inject_settings(container: dict[str, Any], plan: ShardingPlan, target: Cont
         container["env"] = [*as_list(container.get("env")), *({"name": key, "value": value} for key, value in missing)]
 
 
-def _absent_or(value: Any, kind: type) -> bool:
-    return value is None or isinstance(value, kind)
-
-
 def _set_gpu_count(container: dict[str, Any], resource: str, count: int) -> None:
     """The annotation decided N: write it to limits and requests (they must be equal)."""
     current = container.get("resources")
-    if not _absent_or(current, dict) or not all(_absent_or(as_dict(current).get(k), dict) for k in ("limits", "requests")):
+    if not absent_or(current, dict) or not all(absent_or(as_dict(current).get(k), dict) for k in ("limits", "requests")):
         return  # malformed, as above
     resources = dict(as_dict(current))
     quantity = str(count)

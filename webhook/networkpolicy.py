@@ -8,7 +8,7 @@ selector selecting every pod of the namespace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,11 +55,20 @@ class PolicySnapshot:
         return any(selector_matches(s, labels) for s in self.selectors.get(namespace, ()))
 
 
-def snapshot_from(policies: list[dict[str, Any]], synced: bool = True) -> PolicySnapshot:
+def snapshot_of(selectors: Iterable[tuple[str, Mapping[str, Any]]], synced: bool = True) -> PolicySnapshot:
+    """The snapshot of (namespace, ingress pod selector) pairs: what the watch keeps, or what a file lists."""
     by_namespace: dict[str, list[Mapping[str, Any]]] = {}
-    for policy in policies:
-        selector = ingress_selector(policy)
-        namespace = as_dict(policy.get("metadata")).get("namespace")
-        if selector is not None and isinstance(namespace, str):
-            by_namespace.setdefault(namespace, []).append(selector)
-    return PolicySnapshot({ns: tuple(s) for ns, s in by_namespace.items()}, synced)
+    for namespace, selector in selectors:
+        by_namespace.setdefault(namespace, []).append(selector)
+    return PolicySnapshot({ns: tuple(found) for ns, found in by_namespace.items()}, synced)
+
+
+def policy_entry(policy: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """(namespace, pod selector) of a policy that restricts ingress; None for any other."""
+    selector = ingress_selector(policy)
+    namespace = as_dict(policy.get("metadata")).get("namespace")
+    return (namespace, selector) if selector is not None and isinstance(namespace, str) else None
+
+
+def snapshot_from(policies: Iterable[Mapping[str, Any]], synced: bool = True) -> PolicySnapshot:
+    return snapshot_of((entry for entry in map(policy_entry, policies) if entry is not None), synced)

@@ -19,6 +19,11 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def absent_or(value: Any, kind: type) -> bool:
+    """A field the webhook may write: absent, or of its schema type (a malformed one is the API server's to refuse)."""
+    return value is None or isinstance(value, kind)
+
+
 def is_whole_number(text: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts '²' and other characters int() refuses."""
     return text.isascii() and text.isdigit()

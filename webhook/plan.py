@@ -352,15 +352,9 @@ def plan_pod(reading: PodReading, config: Config) -> Planning:
         tensor_split = None
 
     products = annotated.products
-    if count.source == "claim":
-        # The scheduler picks a DRA pod's node from its claim's allocation, not from node labels.
-        expressions: list[dict[str, Any]] = []
-        if products:
-            warnings.append("gpu-shard: gpu-product is ignored for DRA claims; select the product in the claim's CEL selector")
-        toleration = conventional_taint(target.gpus.vendor)
-    else:
-        expressions = gpu_node_expressions(gpus or 0, products, count.resource or "", _needs_cuda13_driver(target.image), config)
-        toleration = count.resource
+    if count.source == "claim" and products:
+        warnings.append("gpu-shard: gpu-product is ignored for DRA claims; select the product in the claim's CEL selector")
+    toleration, expressions = placement(count, target, products, config)
     router = target.router
     channel: Channel = "env" if router else (target.launch.channel if target.launch else "env")
     plan = ShardingPlan(
@@ -378,6 +372,22 @@ def plan_pod(reading: PodReading, config: Config) -> Planning:
         argv_understood=target.launch.recognised if target.launch else False,
     )
     return Planning(target, count, plan, (), tuple(warnings), lookup)
+
+
+def placement(
+    count: GpuCount, target: ContainerReading, products: tuple[str, ...], config: Config
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """(taint key to tolerate, required node expressions) for a pod holding ``count`` GPUs.
+
+    The scheduler picks a DRA pod's node from its claim's allocation, not from node labels:
+    no expressions, only the vendor's conventional taint. A pod with no GPU gets neither.
+    """
+    if count.count == 0:
+        return None, []
+    if count.source == "claim":
+        return conventional_taint(target.gpus.vendor), []
+    expressions = gpu_node_expressions(count.count or 0, products, count.resource or "", _needs_cuda13_driver(target.image), config)
+    return count.resource, expressions
 
 
 def _needs_cuda13_driver(image: Image) -> bool:

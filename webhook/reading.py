@@ -28,8 +28,8 @@ from webhook.config import Config
 from webhook.expansion import Environment, read_environment
 from webhook.images import Image, read_image
 from webhook.launch import Launch, detect_launch
-from webhook.llamacpp import MODEL_KEYS, MODELS_DIR, MODELS_PRESET, ContainerSettings, read_settings
-from webhook.objects import annotations_of, as_dict, as_list, labels_of, parse_quantity
+from webhook.llamacpp import MODEL_KEYS, ContainerSettings, read_settings
+from webhook.objects import annotations_of, as_dict, as_list, parse_quantity
 from webhook.violation import Violation
 
 MIG_PREFIX = "nvidia.com/mig-"
@@ -107,10 +107,6 @@ class ContainerReading:
         if self.launch is None or not self.launch.recognised:
             return False
         return all(self.settings.effective(key) is None for key in MODEL_KEYS)
-
-    @property
-    def uses_presets(self) -> bool:
-        return self.settings.effective(MODELS_PRESET) is not None or self.settings.effective(MODELS_DIR) is not None
 
     def visibility(self) -> list[tuple[str, str]]:
         """(variable, literal value) of the device-visibility variables that apply to its GPUs."""
@@ -204,11 +200,25 @@ def read_container(
     )
 
 
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+
+
+def role_label(config: Config) -> str:
+    """The label the webhook writes on the templates of a LeaderWorkerSet it planned (:mod:`webhook.multinode`)."""
+    return config.annotation("rpc-role")
+
+
+def group_member(labels: Mapping[str, Any], config: Config) -> bool:
+    """A pod LWS made from a template this webhook planned: already right, and judged at the LeaderWorkerSet."""
+    return LWS_NAME_LABEL in labels and labels.get(role_label(config)) in ("leader", "worker")
+
+
 def read_pod(pod: dict[str, Any], config: Config, claims: ClaimObjects = NO_CLAIM_OBJECTS) -> PodReading:
-    """The reading of an opted-in pod; just the opt-in answer for any other."""
+    """The reading of an opted-in pod; just the opt-in answer for any other (a planned group's pods included)."""
     metadata = as_dict(pod.get("metadata"))
     namespace = str(metadata.get("namespace") or "")
-    if labels_of(pod).get(config.enabled_label) != "true":
+    labels = as_dict(metadata.get("labels"))
+    if labels.get(config.enabled_label) != "true" or group_member(labels, config):
         return PodReading(pod, False, namespace, {})
     annotations = annotations_of(pod)
     spec = as_dict(pod.get("spec"))

@@ -15,7 +15,7 @@ it carries says which of them the webhook wrote, so the report comes out the sam
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,8 +67,17 @@ def previous_origins(status: Any) -> dict[str, tuple[str, Any]]:
     return {name: (str(text), record.get(name)) for name, text in record["origin"].items()}
 
 
+# For a value the kubelet fills in per pod but whose template admission can state
+# (``--rpc $(GPU_SHARD_POD_NAME)-1.…``): that text, else None (unknown).
+Shown = Callable[[str, ContainerReading], str | None]
+
+
 def reported_settings(
-    before: ContainerReading, after: ContainerReading, previous_status: Any, keys: tuple[tuple[str, str], ...] = REPORTED
+    before: ContainerReading,
+    after: ContainerReading,
+    previous_status: Any,
+    keys: tuple[tuple[str, str], ...] = REPORTED,
+    shown: Shown | None = None,
 ) -> list[Reported]:
     previous = previous_origins(previous_status)
     found = []
@@ -77,15 +86,16 @@ def reported_settings(
         if setting is None:
             found.append(Reported(key, DEFAULTS.get(key), "default", ""))
             continue
-        if setting.value is None:
+        value = setting.value if setting.value is not None or shown is None else shown(key, after)
+        if value is None:
             found.append(Reported(key, None, "unknown", setting.hidden_in or "valueFrom", setting.source))
             continue
         earlier = before.settings.effective(key)
         written = previous.get(name)
         ours = earlier is None or (
-            written is not None and written[0] == f"webhook:{setting.spelling}" and written[1] == setting.value and earlier == setting
+            written is not None and written[0] == f"webhook:{setting.spelling}" and written[1] == value and earlier == setting
         )
-        found.append(Reported(key, setting.value, "webhook" if ours else "user", setting.spelling, setting.source))
+        found.append(Reported(key, value, "webhook" if ours else "user", setting.spelling, setting.source))
     return found
 
 

@@ -14,11 +14,10 @@ from typing import Any
 
 from webhook.cluster import NO_CLUSTER, Cluster, cluster_rules
 from webhook.config import Config
-from webhook.multinode import group_member
 from webhook.mutation import mutate
 from webhook.objects import as_dict
 from webhook.patch import Operation, diff
-from webhook.plan import NOT_OPTED_IN, Planning, ShardingPlan, plan_pod
+from webhook.plan import Planning, ShardingPlan, plan_pod
 from webhook.reading import read_pod
 from webhook.report import Report
 from webhook.rules import violations
@@ -49,8 +48,6 @@ class Review:
 
 def mutate_pod(pod: dict[str, Any], config: Config, cluster: Cluster = NO_CLUSTER) -> tuple[list[Operation], Report | None, Planning]:
     """The mutating webhook's answer alone: the patch and the report, no rules (they are the validating webhook's)."""
-    if group_member(pod, config):
-        return [], None, NOT_OPTED_IN
     claims = cluster.claims()
     reading = read_pod(pod, config, claims)
     planning = plan_pod(reading, config)
@@ -59,10 +56,8 @@ def mutate_pod(pod: dict[str, Any], config: Config, cluster: Cluster = NO_CLUSTE
 
 
 def review_pod(pod: dict[str, Any], config: Config, cluster: Cluster = NO_CLUSTER) -> Review:
-    """Everything about one pod. A pod of a LeaderWorkerSet this webhook planned is left as it is:
-    the plan was made, and judged, on the LeaderWorkerSet (:mod:`webhook.multinode`)."""
-    if group_member(pod, config):
-        return Review(pod, [], [], NOT_OPTED_IN, None)
+    """Everything about one pod. A pod of a LeaderWorkerSet this webhook planned reads as not opted in
+    (:func:`webhook.reading.group_member`): it was planned, and judged, on the LeaderWorkerSet."""
     claims = cluster.claims()
     reading = read_pod(pod, config, claims)
     planning = plan_pod(reading, config)

@@ -78,24 +78,17 @@ def gpu_node_expressions(gpus: int, products: tuple[str, ...], resource: str, cu
 
 def _well_formed(affinity: Any) -> bool:
     """Each level of the path the expressions go into is absent or of its schema type."""
-    if affinity is None:
-        return True
-    if not isinstance(affinity, dict):
-        return False
-    node_affinity = affinity.get("nodeAffinity")
-    if node_affinity is None:
-        return True
-    if not isinstance(node_affinity, dict):
-        return False
-    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-    if required is None:
-        return True
-    if not isinstance(required, dict):
-        return False
-    terms = required.get("nodeSelectorTerms")
-    if terms is None:
-        return True
-    return isinstance(terms, list) and all(isinstance(t, dict) and isinstance(t.get("matchExpressions") or [], list) for t in terms)
+    node = affinity
+    for key in ("nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms"):
+        if node is None:
+            return True
+        if not isinstance(node, dict):
+            return False
+        node = node.get(key)
+    terms = node
+    return terms is None or (
+        isinstance(terms, list) and all(isinstance(t, dict) and isinstance(t.get("matchExpressions") or [], list) for t in terms)
+    )
 
 
 def with_node_expressions(affinity: Any, expressions: list[dict[str, Any]]) -> Any:

@@ -38,7 +38,7 @@ from webhook import metrics
 from webhook.claims import GROUP, ClaimObjects, DeviceClassFacts, DeviceRequest, device_class_facts, device_requests, devices_per_node
 from webhook.config import Config
 from webhook.inventory import Inventory, NodeFacts, node_facts
-from webhook.networkpolicy import PolicySnapshot, ingress_selector
+from webhook.networkpolicy import PolicySnapshot, policy_entry, snapshot_of
 from webhook.objects import as_dict
 
 log = logging.getLogger("gpu_shard_webhook.watch")
@@ -250,13 +250,10 @@ def _slice_entry(obj: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return name, {"spec": {**kept, "devices": devices}}
 
 
-def _policy_entry(obj: dict[str, Any]) -> tuple[tuple[str, str], dict[str, Any]] | None:
-    """Only what the warning needs: the pod selector of a policy that restricts ingress."""
-    selector = ingress_selector(obj)
-    metadata = as_dict(obj.get("metadata"))
-    if selector is None:
-        return None
-    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or "")), selector
+def _policy_entry(obj: dict[str, Any]) -> tuple[tuple[str, str], tuple[str, Mapping[str, Any]]] | None:
+    """Only what the warning needs: the namespace and pod selector of a policy that restricts ingress."""
+    entry = policy_entry(obj)
+    return None if entry is None else ((entry[0], str(as_dict(obj.get("metadata")).get("name") or "")), entry)
 
 
 class ClusterWatch:
@@ -269,6 +266,7 @@ class ClusterWatch:
 
         self.watches: dict[str, ListWatch] = {}
         self._claims = ClaimObjects()
+        self._policies = PolicySnapshot()
         self._lock = threading.Lock()
         if nodes:
             core = client.CoreV1Api(api_client)
@@ -276,7 +274,12 @@ class ClusterWatch:
             # Whether a LeaderWorkerSet's RPC workers are fenced in (webhook.multinode warns when not).
             networking = client.NetworkingV1Api(api_client)
             self.watches["networkpolicies"] = ListWatch(
-                "networkpolicies", networking.list_network_policy_for_all_namespaces, _policy_entry, watch_timeout, max_backoff
+                "networkpolicies",
+                networking.list_network_policy_for_all_namespaces,
+                _policy_entry,
+                watch_timeout,
+                max_backoff,
+                self._rebuild_policies,
             )
         if dra:
             custom = client.CustomObjectsApi(api_client)
@@ -320,11 +323,12 @@ class ClusterWatch:
         return self._claims
 
     def network_policies(self) -> PolicySnapshot:
+        return self._policies
+
+    def _rebuild_policies(self) -> None:
+        """Once per change, as for the claims: admission only reads the result."""
         snapshot = self.watches["networkpolicies"].snapshot()
-        by_namespace: dict[str, list[Any]] = {}
-        for (namespace, _), selector in snapshot.items.items():
-            by_namespace.setdefault(namespace, []).append(selector)
-        return PolicySnapshot({ns: tuple(s) for ns, s in by_namespace.items()}, snapshot.synced)
+        self._policies = snapshot_of(snapshot.items.values(), snapshot.synced)
 
     def _rebuild_claims(self) -> None:
         with self._lock:

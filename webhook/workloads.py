@@ -7,6 +7,7 @@ controller creates from the template are mutated one by one instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from webhook.objects import as_dict
@@ -22,23 +23,18 @@ TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
     "PodTemplate": ("template",),
 }
 
-WORKLOAD_RESOURCES: dict[str, str] = {
-    "deployments": "Deployment",
-    "statefulsets": "StatefulSet",
-    "daemonsets": "DaemonSet",
-    "replicasets": "ReplicaSet",
-    "replicationcontrollers": "ReplicationController",
-    "jobs": "Job",
-    "cronjobs": "CronJob",
-    "podtemplates": "PodTemplate",
-}
+
+def template_at(obj: Mapping[str, Any], path: tuple[str, ...]) -> dict[str, Any] | None:
+    """The object at ``path`` (a pod template), or None when a level is missing or not an object."""
+    node: Any = obj
+    for key in path:
+        node = as_dict(node).get(key)
+    return node if isinstance(node, dict) else None
 
 
 def pod_template(workload: dict[str, Any], kind: str) -> dict[str, Any] | None:
     """The template as a pod-shaped dict (metadata + spec), or None when it has none."""
-    node: Any = workload
-    for key in TEMPLATE_PATHS[kind]:
-        node = as_dict(node).get(key)
-    if not isinstance(node, dict):
+    node = template_at(workload, TEMPLATE_PATHS[kind])
+    if node is None:
         return None
     return {"apiVersion": "v1", "kind": "Pod", "metadata": as_dict(node.get("metadata")), "spec": node.get("spec")}
