@@ -1187,6 +1187,15 @@ GROUP_CASES: tuple[GroupCase, ...] = (
         GroupExpect(denied=frozenset({"exceeds-cluster-capacity"})),
     ),
     GroupCase(
+        "LWS: 2-GPU workers where every 2-GPU node is time-sliced: judged as a pod is",
+        lws(3, group_template(leader())),
+        GroupExpect(denied=frozenset({"no-matching-nodes"})),
+        nodes=tuple(
+            {**n, "metadata": {**n["metadata"], "labels": {**n["metadata"]["labels"], "nvidia.com/gpu.sharing-strategy": "time-slicing"}}}
+            for n in TWO_GPU_NODES
+        ),
+    ),
+    GroupCase(
         "LWS: workers without GPUs",
         lws(3, group_template(leader(gpus="2")), group_template(worker(gpus=None))),
         GroupExpect(denied=frozenset({"rpc-worker-without-gpus"})),

@@ -136,7 +136,7 @@ def judge(
         Violation(
             "no-matching-nodes",
             f"no node with {gpus} {resource} matches {wanted} (those nodes have products: {', '.join(products)}); "
-            "fix gpu-shard.io/gpu-product or the node labels",
+            "use nodes whose labels match, or change gpu-shard.io/gpu-product or the node labels",
             where,
         )
     ], warnings
